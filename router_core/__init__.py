@@ -1,0 +1,65 @@
+"""event-router: send each product-analytics event once, to every destination.
+
+>>> from router_core import Router, Event
+>>> with Router.from_config("config/router.toml") as router:          # doctest: +SKIP
+...     report = router.send(Event.track("Order Completed", user_id="user_12345"))
+"""
+
+from router_core.config import DestinationConfig, RouterConfig
+from router_core.destination import Destination
+from router_core.errors import (
+    ConfigError,
+    DeliveryError,
+    InvalidEventError,
+    PluginLoadError,
+    RouterClosedError,
+    RouterError,
+)
+from router_core.events import (
+    AliasEvent,
+    Event,
+    EventType,
+    GroupEvent,
+    IdentifyEvent,
+    PageEvent,
+    ScreenEvent,
+    TrackEvent,
+)
+from router_core.hookspecs import hookimpl
+from router_core.http import raise_for_status
+from router_core.logs import configure_logging
+from router_core.plugins import PluginInfo, PluginRegistry
+from router_core.results import Delivery, DeliveryResult, SendReport
+from router_core.router import Router
+from router_core.settings import DestinationSettings, RetrySettings
+
+__all__ = [
+    "AliasEvent",
+    "ConfigError",
+    "Delivery",
+    "DeliveryError",
+    "DeliveryResult",
+    "Destination",
+    "DestinationConfig",
+    "DestinationSettings",
+    "Event",
+    "EventType",
+    "GroupEvent",
+    "IdentifyEvent",
+    "InvalidEventError",
+    "PageEvent",
+    "PluginInfo",
+    "PluginLoadError",
+    "PluginRegistry",
+    "RetrySettings",
+    "Router",
+    "RouterClosedError",
+    "RouterConfig",
+    "RouterError",
+    "ScreenEvent",
+    "SendReport",
+    "TrackEvent",
+    "configure_logging",
+    "hookimpl",
+    "raise_for_status",
+]

@@ -1,0 +1,255 @@
+"""The event model: the six Segment-spec message types as pydantic v2 models.
+
+Fields are snake_case in Python; dicts may use either snake_case or Segment's camelCase keys.
+A naive ``timestamp`` is taken as UTC, and every timestamp is stored in UTC. ``message_id`` is
+generated once, when the event is built, and is the idempotency key on every retry.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Literal, TypeAlias, TypeVar
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from router_core.errors import InvalidEventError
+from router_core.jsonable import to_jsonable
+
+__all__ = [
+    "AliasEvent",
+    "Event",
+    "EventType",
+    "GroupEvent",
+    "IdentifyEvent",
+    "PageEvent",
+    "ScreenEvent",
+    "TrackEvent",
+]
+
+EventType: TypeAlias = Literal["track", "identify", "page", "screen", "group", "alias"]
+
+MAX_MESSAGE_ID_LENGTH = 100  # Segment's limit; longer ids are rejected by the API
+
+# Fields each type must carry beyond an identity (Segment spec).
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "track": ("event",),
+    "identify": (),
+    "page": (),
+    "screen": (),
+    "group": ("group_id",),
+    "alias": ("previous_id", "user_id"),
+}
+
+
+def _new_message_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Event(BaseModel):
+    """One analytics event. Build it with ``Event.track(...)`` and friends, or ``Event.parse(d)``.
+
+    The base class validates any type; the subclasses narrow ``type`` for static typing and make
+    the type's required fields required.
+    """
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=False,
+        loc_by_alias=False,
+    )
+
+    type: EventType
+    user_id: str | None = None
+    anonymous_id: str | None = None
+    event: str | None = None
+    properties: dict[str, Any] = Field(default_factory=dict)
+    traits: dict[str, Any] = Field(default_factory=dict)
+    context: dict[str, Any] = Field(default_factory=dict)
+    integrations: dict[str, Any] = Field(default_factory=dict)
+    timestamp: datetime = Field(default_factory=_utc_now)
+    message_id: str = Field(
+        default_factory=_new_message_id, min_length=1, max_length=MAX_MESSAGE_ID_LENGTH
+    )
+    group_id: str | None = None
+    previous_id: str | None = None
+    name: str | None = None
+    category: str | None = None
+
+    _adapter: ClassVar[TypeAdapter[AnyEvent]]
+
+    @field_validator("properties", "traits", "context", "integrations", mode="before")
+    @classmethod
+    def _jsonable(cls, value: Any, info: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, Mapping):
+            return value  # pydantic reports the wrong type with the field name
+        converted: dict[str, Any] = to_jsonable(value, info.field_name)
+        return converted
+
+    @field_validator("user_id", "anonymous_id", "group_id", "previous_id", mode="before")
+    @classmethod
+    def _ids_as_strings(cls, value: Any) -> Any:
+        # Integer ids are common in apps; both vendors want strings.
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("timestamp")
+    @classmethod
+    def _utc(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    @model_validator(mode="after")
+    def _spec_rules(self) -> Event:
+        missing = [f for f in _REQUIRED[self.type] if not getattr(self, f)]
+        if missing:
+            raise ValueError(f"a {self.type} event needs {', '.join(missing)}")
+        if self.type != "alias" and not (self.user_id or self.anonymous_id):
+            raise ValueError(f"a {self.type} event needs user_id or anonymous_id")
+        return self
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def parse(cls, data: Event | Mapping[str, Any]) -> Event:
+        """Validate a dict (snake_case or camelCase keys) into the right event subclass."""
+        if isinstance(data, Event):
+            return data
+        if not isinstance(data, Mapping):
+            raise InvalidEventError(
+                f"an event must be an Event or a mapping, not {type(data).__name__}"
+            )
+        try:
+            return Event._adapter.validate_python(data)
+        except ValidationError as exc:
+            raise _invalid(exc, data.get("type")) from None
+
+    @classmethod
+    def track(cls, event: str, **fields: Any) -> TrackEvent:
+        """A track event: ``Event.track("Order Completed", user_id="u1", properties={...})``."""
+        return _build(TrackEvent, type="track", event=event, **fields)
+
+    @classmethod
+    def identify(cls, **fields: Any) -> IdentifyEvent:
+        """An identify event: ``Event.identify(user_id="u1", traits={"email": ...})``."""
+        return _build(IdentifyEvent, type="identify", **fields)
+
+    @classmethod
+    def page(cls, name: str | None = None, **fields: Any) -> PageEvent:
+        """A page view: ``Event.page("Pricing", user_id="u1", properties={"url": ...})``."""
+        return _build(PageEvent, type="page", name=name, **fields)
+
+    @classmethod
+    def screen(cls, name: str | None = None, **fields: Any) -> ScreenEvent:
+        """A mobile screen view."""
+        return _build(ScreenEvent, type="screen", name=name, **fields)
+
+    @classmethod
+    def group(cls, group_id: str, **fields: Any) -> GroupEvent:
+        """Associate a user with a group (company, team, ...)."""
+        return _build(GroupEvent, type="group", group_id=group_id, **fields)
+
+    @classmethod
+    def alias(cls, previous_id: str, user_id: str, **fields: Any) -> AliasEvent:
+        """Merge ``previous_id`` into ``user_id``."""
+        return _build(AliasEvent, type="alias", previous_id=previous_id, user_id=user_id, **fields)
+
+    # -- helpers for plugins ------------------------------------------------------------------
+
+    @property
+    def distinct_id(self) -> str:
+        """The identity vendors key on: ``user_id`` when set, else ``anonymous_id``."""
+        return self.user_id or self.anonymous_id or ""
+
+    @property
+    def label(self) -> str:
+        """What filters match: the event name for track, otherwise the type."""
+        return self.event if self.type == "track" and self.event else self.type
+
+
+class TrackEvent(Event):
+    type: Literal["track"] = "track"
+    event: str = Field(min_length=1)
+
+
+class IdentifyEvent(Event):
+    type: Literal["identify"] = "identify"
+
+
+class PageEvent(Event):
+    type: Literal["page"] = "page"
+
+
+class ScreenEvent(Event):
+    type: Literal["screen"] = "screen"
+
+
+class GroupEvent(Event):
+    type: Literal["group"] = "group"
+    group_id: str = Field(min_length=1)
+
+
+class AliasEvent(Event):
+    type: Literal["alias"] = "alias"
+    previous_id: str = Field(min_length=1)
+    user_id: str = Field(min_length=1)
+
+
+AnyEvent: TypeAlias = Annotated[
+    TrackEvent | IdentifyEvent | PageEvent | ScreenEvent | GroupEvent | AliasEvent,
+    Field(discriminator="type"),
+]
+Event._adapter = TypeAdapter(AnyEvent)
+
+
+_E = TypeVar("_E", bound=Event)
+
+
+def _build(model: type[_E], **fields: Any) -> _E:
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        raise _invalid(exc, fields.get("type")) from None
+
+
+def _invalid(exc: ValidationError, event_type: object) -> InvalidEventError:
+    problems: list[tuple[str, str]] = []
+    known_type = event_type in _REQUIRED
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = [str(part) for part in error["loc"]]
+        if known_type and loc and loc[0] == event_type:
+            loc = loc[1:]  # drop the discriminator tag pydantic puts first
+        path = ".".join(loc)
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "union_tag_invalid":
+            path, message = "type", "must be one of track, identify, page, screen, group, alias"
+        elif error["type"] == "union_tag_not_found":
+            path, message = "type", "is required"
+        if path and message.startswith(f"{path}"):
+            path = ""  # the message already names the nested path (to_jsonable)
+        problems.append((path, message))
+    kind = f"{event_type} event" if known_type else "event"
+    detail = "; ".join(f"{path}: {msg}" if path else msg for path, msg in problems)
+    return InvalidEventError(f"invalid {kind}: {detail}", problems)

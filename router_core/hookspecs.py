@@ -1,0 +1,51 @@
+"""The hooks a destination plugin implements.
+
+A plugin is a module (or any object) registered under the ``event_router`` entry-point group.
+It provides one kind of destination: the config's ``plugin = "<entry-point name>"`` selects it.
+The router calls each plugin's hooks on their own (never ``pm.hook.<name>()`` across all
+plugins), so one plugin failing or returning garbage cannot affect another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    from router_core.destination import Destination
+    from router_core.events import Event
+    from router_core.results import Delivery
+    from router_core.settings import DestinationSettings
+
+__all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
+
+PROJECT_NAME = "event_router"
+"""pluggy project name, and the entry-point group plugins register under."""
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+
+@hookspec(firstresult=True)
+def destination_settings() -> type[DestinationSettings]:  # type: ignore[empty-body]
+    """Return the pydantic model (a ``DestinationSettings`` subclass) for this plugin's settings.
+
+    The router validates each destination's config table against it; errors name the
+    destination and the field. Mark secrets ``SecretStr`` so they never reach logs or results.
+    Optional: a plugin without this hook takes no settings beyond the common ones.
+    """
+
+
+@hookspec
+def send_event(  # type: ignore[empty-body]
+    destination: Destination[Any], event: Event
+) -> Delivery | Awaitable[Delivery]:
+    """Deliver ``event`` to ``destination`` and return a ``Delivery``.
+
+    May be ``async def`` (preferred: use ``destination.client``, the router's pooled
+    ``httpx.AsyncClient``) or a plain function (run in a worker thread). Raise ``DeliveryError``
+    (``retryable=True`` for transient failures) when the destination does not accept the event;
+    any other exception is reported as a failed, non-retried result.
+    """

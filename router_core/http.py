@@ -1,0 +1,59 @@
+"""Helpers for plugins that speak HTTP: turning a response into success or a ``DeliveryError``."""
+
+from __future__ import annotations
+
+from importlib import metadata
+
+import httpx
+
+from router_core.errors import DeliveryError
+from router_core.retry import parse_retry_after
+from router_core.secrets import redact
+
+__all__ = [
+    "LIBRARY_NAME",
+    "LIBRARY_VERSION",
+    "PERMANENT_STATUS_CODES",
+    "USER_AGENT",
+    "is_retryable_status",
+    "raise_for_status",
+]
+
+LIBRARY_NAME = "event-router"
+try:
+    LIBRARY_VERSION = metadata.version(LIBRARY_NAME)
+except metadata.PackageNotFoundError:  # running from a source tree without installing
+    LIBRARY_VERSION = "0.0.0"
+USER_AGENT = f"{LIBRARY_NAME}/{LIBRARY_VERSION}"
+
+PERMANENT_STATUS_CODES = frozenset({400, 401, 403, 413})
+_MAX_BODY_IN_ERROR = 500
+
+
+def is_retryable_status(status_code: int) -> bool:
+    """408, 429 and 5xx are transient; every other non-2xx answer is permanent."""
+    return status_code in (408, 429) or 500 <= status_code <= 599
+
+
+def raise_for_status(
+    response: httpx.Response,
+    error: type[DeliveryError] = DeliveryError,
+    message: str | None = None,
+    output: dict[str, object] | None = None,
+) -> None:
+    """Raise ``error`` for a non-2xx ``response``, classified as retryable or not.
+
+    The body (truncated, secrets masked) and ``Retry-After`` are carried on the error.
+    """
+    if response.is_success:
+        return
+    status = response.status_code
+    body = redact(response.text[:_MAX_BODY_IN_ERROR])
+    raise error(
+        message or f"HTTP {status}",
+        status_code=status,
+        body=body,
+        retryable=is_retryable_status(status),
+        retry_after=parse_retry_after(response.headers.get("retry-after")),
+        output=output,
+    )

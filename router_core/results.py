@@ -1,0 +1,85 @@
+"""What a plugin returns (`Delivery`) and what the app gets back (results and reports)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Delivery", "DeliveryResult", "SendReport"]
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A plugin's answer for a delivered event (failures are raised as ``DeliveryError``).
+
+    ``output`` is the destination's response in the shape its users know, e.g. Segment's
+    ``{"success": true}``; the router fills in ``{"success": True}`` when it is empty.
+    """
+
+    status_code: int | None = None
+    output: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """The outcome of one event at one destination.
+
+    ``error`` is a human-readable message (secrets removed); ``exception`` the exception that
+    caused the failure, when there was one (not part of ``to_dict()``).
+    """
+
+    destination: str
+    plugin: str
+    success: bool
+    status_code: int | None = None
+    error: str | None = None
+    attempts: int = 1
+    duration_ms: float = 0.0
+    output: Mapping[str, Any] = field(default_factory=dict)
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "destination": self.destination,
+            "plugin": self.plugin,
+            "success": self.success,
+            "status_code": self.status_code,
+            "error": self.error,
+            "attempts": self.attempts,
+            "duration_ms": round(self.duration_ms, 3),
+            "output": dict(self.output),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SendReport:
+    """Per-destination results of one ``send()``.
+
+    ``results`` is keyed by destination name (from the config). ``skipped`` names enabled
+    destinations whose filters did not match the event. ``queued`` is true when the event was
+    accepted into the outbox rather than delivered while the caller waited.
+    """
+
+    message_id: str
+    results: Mapping[str, DeliveryResult]
+    skipped: tuple[str, ...] = ()
+    queued: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when every destination the event was routed to delivered it."""
+        return all(result.success for result in self.results.values())
+
+    @property
+    def failed(self) -> dict[str, DeliveryResult]:
+        return {name: r for name, r in self.results.items() if not r.success}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "ok": self.ok,
+            "queued": self.queued,
+            "results": {name: result.to_dict() for name, result in self.results.items()},
+            "skipped": list(self.skipped),
+        }
