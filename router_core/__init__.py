@@ -29,12 +29,13 @@ from router_core.hookspecs import hookimpl
 from router_core.http import raise_for_status
 from router_core.logs import configure_logging
 from router_core.plugins import PluginInfo, PluginRegistry
-from router_core.results import Delivery, DeliveryResult, SendReport
+from router_core.results import BatchLimits, Delivery, DeliveryResult, SendReport
 from router_core.router import Router
 from router_core.settings import DestinationSettings, RetrySettings
 
 __all__ = [
     "AliasEvent",
+    "BatchLimits",
     "ConfigError",
     "Delivery",
     "DeliveryError",

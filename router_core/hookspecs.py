@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Any
 import pluggy
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from router_core.destination import Destination
     from router_core.events import Event
-    from router_core.results import Delivery
+    from router_core.results import BatchLimits, Delivery
     from router_core.settings import DestinationSettings
 
 __all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
@@ -48,4 +50,25 @@ def send_event(  # type: ignore[empty-body]
     ``httpx.AsyncClient``) or a plain function (run in a worker thread). Raise ``DeliveryError``
     (``retryable=True`` for transient failures) when the destination does not accept the event;
     any other exception is reported as a failed, non-retried result.
+    """
+
+
+@hookspec
+def send_batch(  # type: ignore[empty-body]
+    destination: Destination[Any], events: Sequence[Event]
+) -> Delivery | Awaitable[Delivery]:
+    """Deliver ``events`` in ONE request, all or nothing. Optional.
+
+    Used by queued delivery. The router sizes batches within ``batch_limits()``; if the
+    destination still refuses the batch permanently, the router splits it to find the event at
+    fault. Raise ``DeliveryError`` exactly as ``send_event`` does. Without this hook, queued
+    delivery calls ``send_event`` once per event.
+    """
+
+
+@hookspec(firstresult=True)
+def batch_limits() -> BatchLimits:  # type: ignore[empty-body]
+    """The destination's documented limits (events and bytes per request, bytes per event).
+
+    Optional; without it the router uses conservative defaults (``BatchLimits()``).
     """

@@ -19,6 +19,7 @@ import structlog
 
 from router_core import hookspecs
 from router_core.errors import PluginLoadError
+from router_core.results import BatchLimits
 from router_core.settings import DestinationSettings
 
 __all__ = ["PLUGINS_ENV_VAR", "LoadedPlugin", "PluginInfo", "PluginRegistry", "default_registry"]
@@ -26,6 +27,8 @@ __all__ = ["PLUGINS_ENV_VAR", "LoadedPlugin", "PluginInfo", "PluginRegistry", "d
 PLUGINS_ENV_VAR = "EVENT_ROUTER_PLUGINS"
 
 log = structlog.get_logger("router_core.plugins")
+
+_PLUGIN_HOOKS = ("batch_limits", "destination_settings", "send_batch", "send_event")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,9 @@ class LoadedPlugin:
     send_event: Callable[..., list[Any]]
     is_async: bool
     info: PluginInfo = field(repr=False)
+    limits: BatchLimits = field(default_factory=BatchLimits)
+    send_batch: Callable[..., list[Any]] | None = None
+    batch_is_async: bool = False
 
 
 class PluginRegistry:
@@ -131,7 +137,9 @@ class PluginRegistry:
         # A restricted caller excludes the plugins known when it was made: remake them all so
         # each still calls its own plugin only.
         for other in self._loaded.values():
-            other.send_event = self._restricted_send_event(other.obj)
+            other.send_event = self._restricted_caller("send_event", other.obj)
+            if other.send_batch is not None:
+                other.send_batch = self._restricted_caller("send_batch", other.obj)
 
     def _fail(
         self, name: str, reason: str, dist: str | None, version: str | None, module: str | None
@@ -142,7 +150,7 @@ class PluginRegistry:
     def _resolve(self, obj: object, name: str, info: PluginInfo) -> LoadedPlugin:
         impls = {
             hook_name: impl
-            for hook_name in ("destination_settings", "send_event")
+            for hook_name in _PLUGIN_HOOKS
             for impl in getattr(self._pm.hook, hook_name).get_hookimpls()
             if impl.plugin is obj
         }
@@ -157,20 +165,30 @@ class PluginRegistry:
                     f"not {declared!r}"
                 )
             settings_model = declared
-        send_event = self._restricted_send_event(obj)
+        limits = BatchLimits()
+        if "batch_limits" in impls:
+            limits = impls["batch_limits"].function()
+            if not isinstance(limits, BatchLimits):
+                raise TypeError(f"batch_limits() must return BatchLimits, not {limits!r}")
         hooks = tuple(sorted(impls))
-        return LoadedPlugin(
+        loaded = LoadedPlugin(
             name=name,
             obj=obj,
             settings_model=settings_model,
-            send_event=send_event,
+            send_event=self._restricted_caller("send_event", obj),
             is_async=inspect.iscoroutinefunction(impls["send_event"].function),
             info=PluginInfo(info.name, info.distribution, info.version, info.module, hooks),
+            limits=limits,
         )
+        if "send_batch" in impls:
+            loaded.send_batch = self._restricted_caller("send_batch", obj)
+            loaded.batch_is_async = inspect.iscoroutinefunction(impls["send_batch"].function)
+        return loaded
 
-    def _restricted_send_event(self, obj: object) -> Callable[..., list[Any]]:
+    def _restricted_caller(self, hook: str, obj: object) -> Callable[..., list[Any]]:
+        """A caller of ``hook`` that runs ``obj``'s implementation only."""
         others = [p for p in self._pm.get_plugins() if p is not obj]
-        return self._pm.subset_hook_caller("send_event", remove_plugins=others)
+        return self._pm.subset_hook_caller(hook, remove_plugins=others)
 
     # -- queries ------------------------------------------------------------------------------
 

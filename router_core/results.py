@@ -6,7 +6,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Delivery", "DeliveryResult", "SendReport"]
+__all__ = ["BatchLimits", "Delivery", "DeliveryResult", "SendReport"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    """What one request to a destination may carry. Sizes are of the JSON the plugin sends."""
+
+    max_events: int = 100
+    max_request_bytes: int = 500_000
+    max_event_bytes: int = 32_000
 
 
 @dataclass(frozen=True, slots=True)
