@@ -111,27 +111,28 @@ class PluginRegistry:
         Raises ``PluginLoadError`` when its hooks do not match the hook specs.
         """
         plugin_name = name or getattr(plugin, "__name__", None) or type(plugin).__name__
-        self._register(plugin, plugin_name, None, None)
-        if plugin_name not in self._loaded:
-            raise PluginLoadError(plugin_name, self._infos[plugin_name].error or "unknown error")
+        error = self._register(plugin, plugin_name, None, None)
+        if error is not None:
+            raise PluginLoadError(plugin_name, error)
 
-    def _register(self, obj: object, name: str, dist: str | None, version: str | None) -> None:
+    def _register(
+        self, obj: object, name: str, dist: str | None, version: str | None
+    ) -> str | None:
+        """Register ``obj``; return why it failed, or None."""
         module = getattr(obj, "__name__", None) or type(obj).__module__
         if name in self._loaded:
-            self._fail(name, "a plugin with this name is already registered", dist, version, module)
-            return
+            reason = "a plugin with this name is already registered"
+            return self._fail(name, reason, dist, version, module)
         try:
             self._pm.register(obj, name=name)
         except Exception as exc:  # pluggy's PluginValidationError, duplicate objects, ...
-            self._fail(name, str(exc), dist, version, module)
-            return
+            return self._fail(name, str(exc), dist, version, module)
         try:
             self._pm.check_pending()  # an implementation whose name matches no hook (a typo)
             loaded = self._resolve(obj, name, PluginInfo(name, dist, version, module))
         except Exception as exc:
             self._pm.unregister(obj)
-            self._fail(name, str(exc), dist, version, module)
-            return
+            return self._fail(name, str(exc), dist, version, module)
         self._loaded[name] = loaded
         self._infos[name] = loaded.info
         # A restricted caller excludes the plugins known when it was made: remake them all so
@@ -140,12 +141,14 @@ class PluginRegistry:
             other.send_event = self._restricted_caller("send_event", other.obj)
             if other.send_batch is not None:
                 other.send_batch = self._restricted_caller("send_batch", other.obj)
+        return None
 
     def _fail(
         self, name: str, reason: str, dist: str | None, version: str | None, module: str | None
-    ) -> None:
+    ) -> str:
         log.warning("plugin_load_failed", plugin=name, error=reason)
         self._infos.setdefault(name, PluginInfo(name, dist, version, module, error=reason))
+        return reason
 
     def _resolve(self, obj: object, name: str, info: PluginInfo) -> LoadedPlugin:
         impls = {

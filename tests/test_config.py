@@ -1,0 +1,229 @@
+"""Config loading: TOML, ${VAR} interpolation, routing keys, and errors that list every problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from router_core import (
+    ConfigError,
+    Delivery,
+    Destination,
+    DestinationSettings,
+    Event,
+    PluginRegistry,
+    RouterConfig,
+    hookimpl,
+)
+from router_core.config import interpolate
+from router_core.secrets import redact
+
+
+class KeySettings(DestinationSettings):
+    api_key: SecretStr
+    host: str = "https://example.invalid"
+
+
+class KeyPlugin:
+    @hookimpl
+    def destination_settings(self) -> type[KeySettings]:
+        return KeySettings
+
+    @hookimpl
+    async def send_event(self, destination: Destination[KeySettings], event: Event) -> Delivery:
+        return Delivery(200)
+
+
+@pytest.fixture
+def registry() -> PluginRegistry:
+    reg = PluginRegistry(entry_points=False)
+    reg.register(KeyPlugin(), "keyed")
+    return reg
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "router.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("raw", "env", "expected"),
+    [
+        ("${A}", {"A": "1"}, "1"),
+        ("x-${A}-y", {"A": "1"}, "x-1-y"),
+        ("${A:-fallback}", {}, "fallback"),
+        ("${A:-fallback}", {"A": ""}, "fallback"),
+        ("${A:-}", {}, ""),
+        ("${A:-https://us.i.posthog.com}", {}, "https://us.i.posthog.com"),
+        ("$${A}", {"A": "1"}, "${A}"),
+        ("plain $ sign", {}, "plain $ sign"),
+    ],
+)
+def test_interpolation(raw: str, env: dict[str, str], expected: str) -> None:
+    missing: list[str] = []
+    assert interpolate(raw, env, "k", missing) == expected
+    assert missing == []
+
+
+def test_interpolation_reports_each_missing_variable_with_its_path() -> None:
+    missing: list[str] = []
+    value = {"a": "${ONE}", "b": ["${TWO}"], "c": 3}
+    interpolate(value, {}, "destinations.x", missing)
+    assert missing == [
+        "destinations.x.a: environment variable ONE is not set",
+        "destinations.x.b[0]: environment variable TWO is not set",
+    ]
+
+
+def test_load_and_resolve(tmp_path: Path, registry: PluginRegistry) -> None:
+    path = write(
+        tmp_path,
+        """
+        [destinations.first]
+        plugin = "keyed"
+        api_key = "${KEY_ONE}"
+        events = ["page_*", "Order Completed"]
+        timeout = 2.5
+
+        [destinations.second]
+        plugin = "keyed"
+        api_key = "${KEY_TWO:-default-key}"
+        host = "https://two.example"
+        types = ["identify"]
+        retry = { max_attempts = 5, backoff_base = 0.1 }
+
+        [destinations.off]
+        plugin = "keyed"
+        enabled = false
+        api_key = "${NEVER_SET}"
+        """,
+    )
+    resolved = RouterConfig.load(path).resolve(registry, env={"KEY_ONE": "key-one-value"})
+    assert [d.name for d in resolved] == ["first", "second"]
+    first, second = resolved
+    assert isinstance(first.settings, KeySettings)
+    assert first.settings.api_key.get_secret_value() == "key-one-value"
+    assert first.routing.timeout == 2.5
+    assert first.routing.events == ("page_*", "Order Completed")
+    assert isinstance(second.settings, KeySettings)
+    assert second.settings.host == "https://two.example"
+    assert second.routing.retry.max_attempts == 5
+    # Secrets are registered for redaction as soon as they are resolved.
+    assert redact("leaked key-one-value here") == "leaked ********** here"
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path, registry: PluginRegistry) -> None:
+    path = write(
+        tmp_path,
+        """
+        [destinations.a]
+        plugin = "keyed"
+        api_key = "${MISSING_A}"
+
+        [destinations.b]
+        plugin = "nosuch"
+
+        [destinations.c]
+        plugin = "keyed"
+        api_key = "k-123456"
+        hots = "typo"
+        timeout = -1
+
+        [destinations.d]
+        plugin = "keyed"
+        """,
+    )
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.load(path).resolve(registry, env={})
+    problems = caught.value.problems
+    assert "destinations.a.api_key: environment variable MISSING_A is not set" in problems
+    assert any(
+        p.startswith("destinations.b.plugin: unknown plugin 'nosuch'") and "keyed" in p
+        for p in problems
+    )
+    assert "destinations.c.timeout: Input should be greater than 0" in problems
+    assert "destinations.d.api_key: Field required" in problems
+    message = str(caught.value)
+    assert str(path) in message
+    assert "problems" in message
+
+
+def test_unknown_plugin_setting_is_named(tmp_path: Path, registry: PluginRegistry) -> None:
+    path = write(tmp_path, '[destinations.c]\nplugin = "keyed"\napi_key = "k-1"\nhots = "x"\n')
+    with pytest.raises(ConfigError, match=r"destinations\.c\.hots: unknown setting"):
+        RouterConfig.load(path).resolve(registry, env={})
+
+
+def test_config_errors_never_contain_secret_values(
+    tmp_path: Path, registry: PluginRegistry
+) -> None:
+    path = write(
+        tmp_path,
+        '[destinations.c]\nplugin = "keyed"\napi_key = "${K}"\ntimeout = "soon"\n',
+    )
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.load(path).resolve(registry, env={"K": "super-secret-value"})
+    assert "super-secret-value" not in str(caught.value)
+    assert "destinations.c.timeout" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("not toml = = 1", "not valid TOML"),
+        ("destinations = 3", "destinations: must be a table"),
+        ("[destinations]\nx = 1", "destinations.x: must be a table"),
+        ("[queue]\n[extra]", "unknown top-level key(s) extra"),
+        ('[logging]\nformat = "xml"', "logging.format"),
+    ],
+)
+def test_malformed_files(tmp_path: Path, text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=None) as caught:
+        RouterConfig.load(write(tmp_path, text))
+    assert fragment in str(caught.value)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        RouterConfig.load(tmp_path / "absent.toml")
+
+
+def test_the_example_config_parses() -> None:
+    config = RouterConfig.load(Path(__file__).parents[1] / "config" / "router.toml")
+    assert set(config.destinations) >= {"segment", "posthog"}
+
+
+@pytest.mark.parametrize(
+    ("filters", "event", "accepted"),
+    [
+        ({}, Event.track("Anything", user_id="u"), True),
+        ({"events": ["page_*"]}, Event.track("page_view", user_id="u"), True),
+        ({"events": ["page_*"]}, Event.track("Order Completed", user_id="u"), False),
+        ({"events": "Order *"}, Event.track("Order Completed", user_id="u"), True),
+        ({"events": ["identify"]}, Event.identify(user_id="u"), True),
+        ({"events": ["Order*"]}, Event.identify(user_id="u"), False),
+        ({"types": ["identify", "group"]}, Event.group("g", user_id="u"), True),
+        ({"types": ["identify"]}, Event.track("X", user_id="u"), False),
+        ({"types": ["track"], "events": ["X"]}, Event.track("X", user_id="u"), True),
+    ],
+)
+def test_filters(
+    registry: PluginRegistry, filters: dict[str, Any], event: Event, accepted: bool
+) -> None:
+    config = RouterConfig.from_dict(
+        {"destinations": {"d": {"plugin": "keyed", "api_key": "k-1", **filters}}}
+    )
+    (destination,) = config.resolve(registry, env={})
+    assert destination.routing.accepts(event) is accepted
+
+
+def test_unknown_event_type_in_types_is_an_error(registry: PluginRegistry) -> None:
+    config = RouterConfig.from_dict(
+        {"destinations": {"d": {"plugin": "keyed", "api_key": "k-1", "types": ["trak"]}}}
+    )
+    with pytest.raises(ConfigError, match=r"destinations\.d\.types\.0"):
+        config.resolve(registry, env={})
