@@ -23,6 +23,8 @@ from router_core.secrets import redact
 
 __all__ = ["deliver"]
 
+_GRACE = 1.0  # seconds, at most, beyond a destination's timeout before the router cuts in
+
 
 class _BadReturn(TypeError):
     """The plugin returned something other than a ``Delivery``."""
@@ -97,7 +99,11 @@ async def deliver(
         attempt += 1
         attempt_started = time.perf_counter()
         try:
-            outcome = await asyncio.wait_for(_call_plugin(plugin, destination, event), timeout)
+            # The grace lets a plugin's own HTTP timeout (same figure) report first, in the
+            # plugin's words; the router's cut-off catches plugins that hang anywhere else.
+            outcome = await asyncio.wait_for(
+                _call_plugin(plugin, destination, event), timeout + min(timeout, _GRACE)
+            )
             if not isinstance(outcome, Delivery):
                 raise _BadReturn(
                     f"plugin returned {type(outcome).__name__} from send_event, expected Delivery"
