@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from router_core.errors import ConfigError
+from router_core.outbox.settings import QueueSettings
 from router_core.plugins import PluginRegistry
 from router_core.secrets import register_secret, secrets_in
 from router_core.settings import ROUTING_KEYS, DestinationSettings, RoutingSettings
@@ -127,6 +128,11 @@ class RouterConfig:
         queue = data.get("queue")
         if queue is not None and not isinstance(queue, Mapping):
             problems.append("queue: must be a table")
+        elif queue is not None:
+            try:
+                QueueSettings.coerce(queue)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
         if problems:
             raise ConfigError(problems, source=source)
         return cls(
@@ -184,7 +190,13 @@ def _resolve_one(
     try:
         settings = model.model_validate(plugin_table)
     except ValidationError as exc:
-        problems.extend(_field_problems(where, exc))
+        # A field whose variable is unset is already reported; its emptiness is not news.
+        unset = tuple(m.split(": ", 1)[0] for m in missing)
+        problems.extend(
+            p
+            for p in _field_problems(where, exc)
+            if not p.startswith(tuple(f"{u}:" for u in unset))
+        )
         return None
     except ValueError as exc:  # a plugin's own validator raising outside pydantic's wrapping
         problems.append(f"{where}: {exc}")

@@ -26,7 +26,6 @@ __all__ = ["PLUGINS_ENV_VAR", "LoadedPlugin", "PluginInfo", "PluginRegistry", "d
 
 PLUGINS_ENV_VAR = "EVENT_ROUTER_PLUGINS"
 
-log = structlog.get_logger("router_core.plugins")
 
 _PLUGIN_HOOKS = ("batch_limits", "destination_settings", "send_batch", "send_event")
 
@@ -146,7 +145,11 @@ class PluginRegistry:
     def _fail(
         self, name: str, reason: str, dist: str | None, version: str | None, module: str | None
     ) -> str:
-        log.warning("plugin_load_failed", plugin=name, error=reason)
+        # Looked up per call: a module-level logger would keep the logging set-up in force
+        # when it was first used, and these lines are rare.
+        structlog.get_logger("router_core.plugins").warning(
+            "plugin_load_failed", plugin=name, error=reason
+        )
         self._infos.setdefault(name, PluginInfo(name, dist, version, module, error=reason))
         return reason
 

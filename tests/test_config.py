@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 
 from router_core import (
     ConfigError,
@@ -23,7 +23,7 @@ from router_core.secrets import redact
 
 
 class KeySettings(DestinationSettings):
-    api_key: SecretStr
+    api_key: SecretStr = Field(min_length=1)
     host: str = "https://example.invalid"
 
 
@@ -227,3 +227,10 @@ def test_unknown_event_type_in_types_is_an_error(registry: PluginRegistry) -> No
     )
     with pytest.raises(ConfigError, match=r"destinations\.d\.types\.0"):
         config.resolve(registry, env={})
+
+
+def test_an_unset_variable_is_reported_once(registry: PluginRegistry) -> None:
+    config = RouterConfig.from_dict({"destinations": {"d": {"plugin": "keyed", "api_key": "${K}"}}})
+    with pytest.raises(ConfigError) as caught:
+        config.resolve(registry, env={})
+    assert caught.value.problems == ("destinations.d.api_key: environment variable K is not set",)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,10 +22,13 @@ from typing import Any
 from router_core import Event
 from router_core.http import LIBRARY_NAME, LIBRARY_VERSION
 
-__all__ = ["CaptureEvent", "batch_body", "compress", "encode_event", "to_capture"]
+__all__ = ["CaptureEvent", "batch_body", "capture_uuid", "compress", "encode_event", "to_capture"]
 
 # One encoder, built once: compact separators, UTF-8 kept as is (smaller than \u escapes).
 _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
+
+
+_MESSAGE_ID_NAMESPACE = uuid.UUID("6f0d6c2e-9d7b-4d1e-8a3e-2b5f1c0e7a41")  # fixed forever
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,10 +86,22 @@ def to_capture(event: Event, group_type: str) -> dict[str, Any]:
     return {
         "event": name,
         "distinct_id": distinct_id,
-        "uuid": event.message_id,  # PostHog dedups on it, so retries must resend the same one
+        "uuid": capture_uuid(event.message_id),
         "timestamp": event.timestamp.isoformat(),  # the Event model keeps timestamps in UTC
         "properties": properties,
     }
+
+
+def capture_uuid(message_id: str) -> str:
+    """PostHog's ``uuid`` for ``message_id``: PostHog dedups on it, so it must be stable.
+
+    PostHog accepts only UUIDs there. A message id that is one is sent as is; any other id an
+    app chose (``order-42``) becomes a UUID derived from it, the same on every retry.
+    """
+    try:
+        return str(uuid.UUID(message_id))
+    except ValueError:
+        return str(uuid.uuid5(_MESSAGE_ID_NAMESPACE, message_id))
 
 
 def encode_event(event: Event, group_type: str) -> CaptureEvent:

@@ -591,3 +591,16 @@ async def test_posthog_key_not_in_errors(
         await send_event(_destination(client), Event.track("x", user_id="u"))
     assert KEY not in repr(caught.value)
     assert KEY not in json.dumps(caught.value.output)
+
+
+def test_message_ids_that_are_not_uuids_map_to_a_stable_uuid() -> None:
+    import uuid
+
+    from event_router_posthog.wire import capture_uuid
+
+    plain = "7b0c7a8e-3f0e-4c55-9d3c-3b7d0c8f9a10"
+    assert capture_uuid(plain) == plain
+    derived = capture_uuid("order-42")
+    assert uuid.UUID(derived).version == 5
+    assert capture_uuid("order-42") == derived
+    assert capture_uuid("order-43") != derived
