@@ -1,0 +1,141 @@
+"""Exit codes, and turning every expected error into one line on stderr (never a traceback).
+
+0: every destination delivered; 1: some destination failed; 2: bad input or config (the line
+says what to fix); 3: an internal error (a bug); 130: interrupted.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+import structlog
+
+from router_core.errors import ConfigError, RouterError
+
+__all__ = [
+    "DEBUG_ENV_VAR",
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "BadInput",
+    "RouterGroup",
+    "describe",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
+
+DEBUG_ENV_VAR = "EVENT_ROUTER_DEBUG"
+"""Set to 1 to get the traceback of an internal error."""
+
+
+class BadInput(click.ClickException):
+    """Bad input or config: exit 2 with one line saying what to fix."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+def describe(exc: BaseException) -> str:
+    """One line describing an expected error."""
+    if isinstance(exc, ConfigError):
+        count = f" ({len(exc.problems)} problems)" if len(exc.problems) > 1 else ""
+        where = f"{exc.source}{count}: " if exc.source else (f"{count.strip()}: " if count else "")
+        return f"{where}{'; '.join(exc.problems)}"
+    if isinstance(exc, click.UsageError):
+        hint = ""
+        if exc.ctx is not None:
+            hint = f" (see '{exc.ctx.command_path} --help')"
+        return f"{exc.format_message()}{hint}"
+    if isinstance(exc, click.ClickException):
+        return exc.format_message()
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc}"
+    if isinstance(exc, OSError):
+        name = f" {exc.filename!r}" if exc.filename else ""
+        return f"cannot access{name}: {exc.strerror or exc}"
+    return str(exc)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def _fail(message: str, code: int) -> int:
+    click.echo(f"error: {_one_line(message)}", err=True)
+    return code
+
+
+class RouterGroup(click.Group):
+    """The top-level group: runs a command and maps what it raised to an exit code.
+
+    Commands return their exit code (0 or 1); expected errors become one line on stderr and
+    exit 2; anything else is a bug, reported on one line with exit 3.
+    """
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        # Commands configure structlog for their run; calling main() from Python (tests, an
+        # embedding app) must leave the process's logging as it found it.
+        configured, saved = structlog.is_configured(), structlog.get_config()
+        try:
+            code = self._run(args, prog_name, complete_var, **extra)
+        finally:
+            if configured:
+                structlog.configure(**saved)
+            else:
+                structlog.reset_defaults()
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+    def _run(
+        self,
+        args: Sequence[str] | None,
+        prog_name: str | None,
+        complete_var: str | None,
+        **extra: Any,
+    ) -> int:
+        try:
+            returned = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
+            return EXIT_BAD_INPUT
+        except (click.Abort, KeyboardInterrupt):
+            return _fail("interrupted", EXIT_INTERRUPTED)
+        except click.ClickException as exc:  # usage errors, BadInput
+            return _fail(describe(exc), exc.exit_code)
+        except (RouterError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            return _fail(describe(exc), EXIT_BAD_INPUT)
+        except OSError as exc:
+            if exc.errno == errno.EPIPE:  # the reader went away (| head): not our error
+                return EXIT_OK
+            return _fail(describe(exc), EXIT_BAD_INPUT)
+        except Exception as exc:
+            if os.environ.get(DEBUG_ENV_VAR):
+                traceback.print_exc()
+            return _fail(
+                f"internal error: {type(exc).__name__}: {exc} "
+                f"(this is a bug; set {DEBUG_ENV_VAR}=1 for the traceback)",
+                EXIT_INTERNAL,
+            )
+        if isinstance(returned, int) and not isinstance(returned, bool):
+            return returned
+        return EXIT_OK

@@ -1,0 +1,75 @@
+"""Options and helpers shared by the commands: ``--json``, ``--verbose``, plugins, logging."""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Callable
+from typing import Literal, TextIO, TypeVar, cast
+
+import click
+
+from router_core.cli.errors import BadInput
+from router_core.logs import LOG_LEVEL_ENV_VAR, configure_logging
+from router_core.plugins import PluginRegistry, default_registry
+
+__all__ = [
+    "DEFAULT_CONFIG",
+    "json_option",
+    "plugin_registry",
+    "setup_logging",
+    "verbose_option",
+]
+
+DEFAULT_CONFIG = "config/router.toml"
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def json_option(func: F) -> F:
+    """``--json``: machine-readable JSON only on stdout."""
+    return click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print machine-readable JSON only on stdout.",
+    )(func)
+
+
+def verbose_option(func: F) -> F:
+    """``-v/--verbose``: show a log line per delivery attempt on stderr."""
+    return click.option(
+        "-v",
+        "--verbose",
+        is_flag=True,
+        help="Log every delivery attempt on stderr (default: warnings only).",
+    )(func)
+
+
+def plugin_registry() -> PluginRegistry:
+    """The plugins to route with: one given to the command line (tests embed their own),
+    else the installed ones."""
+    ctx = click.get_current_context(silent=True)
+    given = ctx.find_object(PluginRegistry) if ctx is not None else None
+    return given if given is not None else default_registry()
+
+
+class _CurrentStderr(io.TextIOBase):
+    """Writes to whatever ``sys.stderr`` is now, so a replaced stderr is always honoured."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+def setup_logging(verbose: bool, format: Literal["console", "json"] = "console") -> None:
+    """Delivery log lines at info with ``--verbose``; otherwise warnings only (or the level in
+    ``EVENT_ROUTER_LOG_LEVEL``), so tables and JSON are not buried in log lines."""
+    level = "info" if verbose else os.environ.get(LOG_LEVEL_ENV_VAR) or "warning"
+    try:
+        configure_logging(format, level, stream=cast(TextIO, _CurrentStderr()))
+    except ValueError as exc:
+        raise BadInput(f"{LOG_LEVEL_ENV_VAR}: {exc}; use debug, info, warning or error") from None
