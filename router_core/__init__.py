@@ -28,6 +28,13 @@ from router_core.events import (
 from router_core.hookspecs import hookimpl
 from router_core.http import raise_for_status
 from router_core.logs import configure_logging
+from router_core.outbox import (
+    FlushResult,
+    OutboxFullError,
+    OutboxStats,
+    QueueRetrySettings,
+    QueueSettings,
+)
 from router_core.plugins import PluginInfo, PluginRegistry
 from router_core.results import BatchLimits, Delivery, DeliveryResult, SendReport
 from router_core.router import Router
@@ -45,13 +52,18 @@ __all__ = [
     "DestinationSettings",
     "Event",
     "EventType",
+    "FlushResult",
     "GroupEvent",
     "IdentifyEvent",
     "InvalidEventError",
+    "OutboxFullError",
+    "OutboxStats",
     "PageEvent",
     "PluginInfo",
     "PluginLoadError",
     "PluginRegistry",
+    "QueueRetrySettings",
+    "QueueSettings",
     "RetrySettings",
     "Router",
     "RouterClosedError",

@@ -1,15 +1,27 @@
-"""Delivering one event to one destination: isolation, timeouts, retries, one log line per try.
+"""Delivering to one destination: isolation, timeouts, retries, one log line per try.
 
-Nothing here raises: whatever the plugin does (raise, hang, return garbage), the caller gets a
-``DeliveryResult`` saying what happened, so other destinations are never affected.
+One attempt loop serves single events (``send_event``) and batches (``send_batch``): each try
+runs under the destination's timeout, whatever the plugin raises is classified as retryable or
+permanent, and ``Retry-After`` is honoured. Direct sends retry in the loop with the
+destination's ``RetrySettings``; the queue's worker makes one attempt per call and schedules
+retries in the outbox instead, so a destination backing off never holds anything else up.
+
+Nothing here raises: whatever the plugin does (raise, hang, return garbage), the caller gets
+an ``Outcome`` (or a ``DeliveryResult``) saying what happened, so other destinations are never
+affected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import inspect
+import threading
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import httpx
 
@@ -20,17 +32,68 @@ from router_core.plugins import LoadedPlugin
 from router_core.results import Delivery, DeliveryResult
 from router_core.retry import backoff_delay
 from router_core.secrets import redact
+from router_core.settings import RetrySettings
 
-__all__ = ["deliver"]
+__all__ = ["Outcome", "attempt_limit", "deliver", "deliver_batch", "deliver_event"]
 
-_GRACE = 1.0  # seconds, at most, beyond a destination's timeout before the router cuts in
+T = TypeVar("T")
+
+# The router's guard around each attempt fires this long after the destination's timeout, so
+# a plugin that honours ``destination.timeout`` reports its own error (it knows best what
+# timed out); the guard only stops plugins that ignore the timeout.
+_GUARD_GRACE_S = 0.5
+
+
+def attempt_limit(destination: Destination[Any]) -> float:
+    """The longest one attempt at ``destination`` can take, in seconds."""
+    return destination.routing.timeout + _GUARD_GRACE_S
 
 
 class _BadReturn(TypeError):
     """The plugin returned something other than a ``Delivery``."""
 
 
-class _Attempt:
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How delivering one event (or one batch) to one destination ended.
+
+    On failure, ``retryable`` says whether a later attempt may succeed and ``retry_after`` is
+    the server's ``Retry-After`` in seconds, when it sent one.
+    """
+
+    success: bool
+    attempts: int
+    duration_ms: float
+    status_code: int | None = None
+    error: str | None = None
+    retryable: bool = False
+    retry_after: float | None = None
+    output: Mapping[str, Any] = field(default_factory=dict)
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
+
+    def to_result(self, destination: Destination[Any]) -> DeliveryResult:
+        """The ``DeliveryResult`` an app sees for this outcome."""
+        if self.success:
+            output: Mapping[str, Any] = self.output or {"success": True}
+        else:
+            failed = dict(self.output)
+            failed.setdefault("success", False)
+            failed.setdefault("error", self.error)
+            output = failed
+        return DeliveryResult(
+            destination=destination.name,
+            plugin=destination.plugin,
+            success=self.success,
+            status_code=self.status_code,
+            error=self.error,
+            attempts=self.attempts,
+            duration_ms=self.duration_ms,
+            output=output,
+            exception=self.exception,
+        )
+
+
+class _Failure:
     """How one failed attempt went, normalised from whatever was raised."""
 
     __slots__ = ("error", "exception", "output", "retry_after", "retryable", "status_code")
@@ -43,7 +106,7 @@ class _Attempt:
         retryable: bool,
         status_code: int | None = None,
         retry_after: float | None = None,
-        output: Any = None,
+        output: Mapping[str, Any] | None = None,
     ) -> None:
         self.error = redact(error)
         self.exception = exception
@@ -53,21 +116,55 @@ class _Attempt:
         self.output = output
 
 
-async def _call_plugin(plugin: LoadedPlugin, destination: Destination[Any], event: Event) -> Any:
-    if plugin.is_async:
-        returned = plugin.send_event(destination=destination, event=event)
+async def _in_thread(fn: Callable[..., T], /, **kwargs: Any) -> T:
+    """``asyncio.to_thread``, and a thread of its own when the executor takes no more work.
+
+    At interpreter exit ``concurrent.futures`` refuses new work; the flush run at exit must
+    still reach blocking plugins.
+    """
+    loop = asyncio.get_running_loop()
+    call = functools.partial(contextvars.copy_context().run, fn, **kwargs)
+    try:
+        pending = loop.run_in_executor(None, call)
+    except RuntimeError:
+        done: asyncio.Future[T] = loop.create_future()
+
+        def settle(result: T | None, exc: BaseException | None) -> None:
+            if done.cancelled():
+                return
+            if exc is not None:
+                done.set_exception(exc)
+            else:
+                done.set_result(result)  # type: ignore[arg-type]
+
+        def run() -> None:
+            try:
+                result = call()
+            except BaseException as exc:
+                loop.call_soon_threadsafe(settle, None, exc)
+            else:
+                loop.call_soon_threadsafe(settle, result, None)
+
+        threading.Thread(target=run, name="event-router-plugin", daemon=True).start()
+        return await done
+    return await pending
+
+
+async def _call_hook(caller: Callable[..., list[Any]], is_async: bool, **kwargs: Any) -> Any:
+    if is_async:
+        returned = caller(**kwargs)
     else:
         # A blocking plugin must not stall the event loop the other destinations share.
-        returned = await asyncio.to_thread(plugin.send_event, destination=destination, event=event)
+        returned = await _in_thread(caller, **kwargs)
     outcome = returned[0] if returned else None
     if inspect.isawaitable(outcome):
         outcome = await outcome
     return outcome
 
 
-def _classify(exc: BaseException, timeout: float) -> _Attempt:
+def _classify(exc: BaseException, timeout: float) -> _Failure:
     if isinstance(exc, DeliveryError):
-        return _Attempt(
+        return _Failure(
             exc.message,
             exc,
             retryable=exc.retryable,
@@ -76,21 +173,30 @@ def _classify(exc: BaseException, timeout: float) -> _Attempt:
             output=exc.output,
         )
     if isinstance(exc, _BadReturn):
-        return _Attempt(str(exc), exc, retryable=False)
+        return _Failure(str(exc), exc, retryable=False)
     if isinstance(exc, TimeoutError):
-        return _Attempt(f"timed out after {timeout:g}s", exc, retryable=True)
+        return _Failure(f"timed out after {timeout:g}s", exc, retryable=True)
     if isinstance(exc, httpx.TimeoutException):
-        return _Attempt(f"timed out: {type(exc).__name__}", exc, retryable=True)
+        return _Failure(f"timed out: {type(exc).__name__}", exc, retryable=True)
     if isinstance(exc, httpx.TransportError):
-        return _Attempt(f"network error: {type(exc).__name__}: {exc}", exc, retryable=True)
-    return _Attempt(f"plugin raised {type(exc).__name__}: {exc}", exc, retryable=False)
+        return _Failure(f"network error: {type(exc).__name__}: {exc}", exc, retryable=True)
+    return _Failure(f"plugin raised {type(exc).__name__}: {exc}", exc, retryable=False)
 
 
-async def deliver(
-    plugin: LoadedPlugin, destination: Destination[Any], event: Event
-) -> DeliveryResult:
-    """Deliver ``event``, retrying transient failures as the destination's policy allows."""
-    policy = destination.routing.retry
+async def _attempts(
+    destination: Destination[Any],
+    hook: str,
+    call: Callable[[], Awaitable[Any]],
+    *,
+    policy: RetrySettings | None,
+    log_fields: Mapping[str, Any],
+    first_attempt: int = 1,
+) -> Outcome:
+    """The attempt loop: try ``call``; retry transient failures while ``policy`` allows.
+
+    ``policy=None`` makes exactly one attempt. ``first_attempt`` numbers the log lines when
+    earlier attempts happened elsewhere (the outbox counts them across runs).
+    """
     timeout = destination.routing.timeout
     log = destination.log
     started = time.monotonic()
@@ -99,14 +205,10 @@ async def deliver(
         attempt += 1
         attempt_started = time.perf_counter()
         try:
-            # The grace lets a plugin's own HTTP timeout (same figure) report first, in the
-            # plugin's words; the router's cut-off catches plugins that hang anywhere else.
-            outcome = await asyncio.wait_for(
-                _call_plugin(plugin, destination, event), timeout + min(timeout, _GRACE)
-            )
+            outcome = await asyncio.wait_for(call(), attempt_limit(destination))
             if not isinstance(outcome, Delivery):
                 raise _BadReturn(
-                    f"plugin returned {type(outcome).__name__} from send_event, expected Delivery"
+                    f"plugin returned {type(outcome).__name__} from {hook}, expected Delivery"
                 )
         except asyncio.CancelledError:
             raise
@@ -118,49 +220,108 @@ async def deliver(
                 "delivery_attempt",
                 status="delivered",
                 status_code=outcome.status_code,
-                attempt=attempt,
+                attempt=first_attempt + attempt - 1,
                 duration_ms=round(duration_ms, 2),
-                message_id=event.message_id,
+                **log_fields,
             )
-            return DeliveryResult(
-                destination=destination.name,
-                plugin=destination.plugin,
+            return Outcome(
                 success=True,
-                status_code=outcome.status_code,
                 attempts=attempt,
                 duration_ms=(time.monotonic() - started) * 1000,
-                output=outcome.output or {"success": True},
+                status_code=outcome.status_code,
+                output=outcome.output,
             )
         duration_ms = (time.perf_counter() - attempt_started) * 1000
-        elapsed = time.monotonic() - started
-        delay = backoff_delay(policy, attempt, failed.retry_after)
-        will_retry = (
-            failed.retryable
-            and attempt < policy.max_attempts
-            and elapsed + delay <= policy.max_elapsed
-        )
+        delay = 0.0
+        will_retry = False
+        if policy is not None and failed.retryable and attempt < policy.max_attempts:
+            delay = backoff_delay(policy, attempt, failed.retry_after)
+            will_retry = time.monotonic() - started + delay <= policy.max_elapsed
+        if will_retry:
+            status, extra = "retrying", {"delay_s": round(delay, 3)}
+        elif policy is None and failed.retryable:
+            status, extra = "retry_later", {}  # the caller schedules it (the outbox worker)
+        else:
+            status, extra = "failed", {}
         log.warning(
             "delivery_attempt",
-            status="retrying" if will_retry else "failed",
+            status=status,
             status_code=failed.status_code,
-            attempt=attempt,
+            attempt=first_attempt + attempt - 1,
             duration_ms=round(duration_ms, 2),
-            message_id=event.message_id,
             error=failed.error,
+            **extra,
+            **log_fields,
         )
         if not will_retry:
-            output = dict(failed.output) if failed.output else {}
-            output.setdefault("success", False)
-            output.setdefault("error", failed.error)
-            return DeliveryResult(
-                destination=destination.name,
-                plugin=destination.plugin,
+            return Outcome(
                 success=False,
-                status_code=failed.status_code,
-                error=failed.error,
                 attempts=attempt,
                 duration_ms=(time.monotonic() - started) * 1000,
-                output=output,
+                status_code=failed.status_code,
+                error=failed.error,
+                retryable=failed.retryable,
+                retry_after=failed.retry_after,
+                output=dict(failed.output) if failed.output else {},
                 exception=failed.exception,
             )
         await asyncio.sleep(delay)
+
+
+async def deliver_event(
+    plugin: LoadedPlugin,
+    destination: Destination[Any],
+    event: Event,
+    *,
+    policy: RetrySettings | None = None,
+    first_attempt: int = 1,
+) -> Outcome:
+    """Deliver one event with ``send_event``; one attempt unless ``policy`` allows retries."""
+    return await _attempts(
+        destination,
+        "send_event",
+        lambda: _call_hook(
+            plugin.send_event, plugin.is_async, destination=destination, event=event
+        ),
+        policy=policy,
+        log_fields={"message_id": event.message_id},
+        first_attempt=first_attempt,
+    )
+
+
+async def deliver_batch(
+    plugin: LoadedPlugin,
+    destination: Destination[Any],
+    events: Sequence[Event],
+    *,
+    policy: RetrySettings | None = None,
+    first_attempt: int = 1,
+) -> Outcome:
+    """Deliver ``events`` in one ``send_batch`` request (all or nothing).
+
+    The plugin must implement ``send_batch`` (``plugin.send_batch`` is not ``None``).
+    """
+    send_batch = plugin.send_batch
+    if send_batch is None:
+        raise ValueError(f"plugin {plugin.name!r} does not implement send_batch")
+    fields: dict[str, Any] = {"events": len(events)}
+    if events:
+        fields["message_id"] = events[0].message_id
+    return await _attempts(
+        destination,
+        "send_batch",
+        lambda: _call_hook(
+            send_batch, plugin.batch_is_async, destination=destination, events=list(events)
+        ),
+        policy=policy,
+        log_fields=fields,
+        first_attempt=first_attempt,
+    )
+
+
+async def deliver(
+    plugin: LoadedPlugin, destination: Destination[Any], event: Event
+) -> DeliveryResult:
+    """Deliver ``event``, retrying transient failures as the destination's policy allows."""
+    outcome = await deliver_event(plugin, destination, event, policy=destination.routing.retry)
+    return outcome.to_result(destination)

@@ -67,13 +67,15 @@ class SendReport:
 
     ``results`` is keyed by destination name (from the config). ``skipped`` names enabled
     destinations whose filters did not match the event. ``queued`` is true when the event was
-    accepted into the outbox rather than delivered while the caller waited.
+    accepted into the outbox rather than delivered while the caller waited; ``results`` is then
+    empty and ``queued_for`` names the destinations it will be delivered to.
     """
 
     message_id: str
     results: Mapping[str, DeliveryResult]
     skipped: tuple[str, ...] = ()
     queued: bool = False
+    queued_for: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -89,6 +91,7 @@ class SendReport:
             "message_id": self.message_id,
             "ok": self.ok,
             "queued": self.queued,
+            "queued_for": list(self.queued_for),
             "results": {name: result.to_dict() for name, result in self.results.items()},
             "skipped": list(self.skipped),
         }

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import functools
 import os
 import threading
+import weakref
 from collections.abc import Mapping
 from types import TracebackType
 from typing import Any
@@ -20,6 +23,7 @@ from router_core.errors import RouterClosedError
 from router_core.events import Event
 from router_core.http import USER_AGENT
 from router_core.logs import configure_logging, ensure_configured
+from router_core.outbox import FlushResult, Outbox, QueuedDelivery, QueueSettings
 from router_core.plugins import LoadedPlugin, PluginRegistry, default_registry
 from router_core.results import DeliveryResult, SendReport
 from router_core.runtime import LoopThread
@@ -27,6 +31,7 @@ from router_core.runtime import LoopThread
 __all__ = ["Router"]
 
 _POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=32)
+_EXECUTOR_SHUTDOWN_S = 5.0  # a blocking plugin call stuck in a thread must not hang close()
 
 
 class Router:
@@ -39,6 +44,10 @@ class Router:
 
     ``plugins`` defaults to the installed plugins (entry points); pass a ``PluginRegistry`` to
     add in-process plugins. ``env`` replaces ``os.environ`` for ``${VAR}`` interpolation.
+
+    ``queue`` turns on queued delivery (``QueueSettings`` or a mapping of the ``[queue]`` keys;
+    by default the config's ``[queue]`` table): ``send()`` then returns once the event is
+    recorded in the outbox, and a background worker delivers it (see docs/delivery.md).
     """
 
     def __init__(
@@ -47,6 +56,7 @@ class Router:
         *,
         plugins: PluginRegistry | None = None,
         env: Mapping[str, str] | None = None,
+        queue: QueueSettings | Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(destinations, RouterConfig):
             config = destinations
@@ -64,6 +74,24 @@ class Router:
         self._pid = os.getpid()
         self._client: httpx.AsyncClient | None = None
         self._targets: list[tuple[LoadedPlugin, Destination[Any]]] = []
+        self._queue: QueuedDelivery | None = None
+        self._exit_hook: functools.partial[None] | None = None
+        queue_settings = QueueSettings.coerce(queue if queue is not None else config.queue)
+        if queue_settings is not None:
+            self._queue = QueuedDelivery(
+                queue_settings,
+                runtime=self._runtime,
+                targets=self._ensure_targets,
+                destinations=self.destinations,
+            )
+            # A bounded flush at interpreter exit; the weak reference lets the router go.
+            self._exit_hook = functools.partial(_close_at_exit, weakref.ref(self))
+            atexit.register(self._exit_hook)
+            try:
+                self._queue.start()  # deliver what an earlier run left in the outbox
+            except BaseException:
+                self.close(timeout=0)
+                raise
 
     @classmethod
     def from_config(
@@ -72,10 +100,11 @@ class Router:
         *,
         plugins: PluginRegistry | None = None,
         env: Mapping[str, str] | None = None,
+        queue: QueueSettings | Mapping[str, Any] | None = None,
     ) -> Router:
         """Build a router from a TOML config file (see the README's config reference)."""
         config = path if isinstance(path, RouterConfig) else RouterConfig.load(path)
-        return cls(config, plugins=plugins, env=env)
+        return cls(config, plugins=plugins, env=env, queue=queue)
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -92,6 +121,21 @@ class Router:
     def config(self) -> RouterConfig:
         return self._config
 
+    @property
+    def queued(self) -> bool:
+        """True in queued mode (``send()`` records events in an outbox)."""
+        return self._queue is not None
+
+    @property
+    def queue_settings(self) -> QueueSettings | None:
+        """The ``[queue]`` settings in queued mode, else ``None``."""
+        return self._queue.settings if self._queue is not None else None
+
+    @property
+    def outbox(self) -> Outbox | None:
+        """The outbox in queued mode (for status, replay and purge), else ``None``."""
+        return self._queue.outbox if self._queue is not None else None
+
     def __repr__(self) -> str:
         return f"Router(destinations={self.destinations!r})"
 
@@ -101,14 +145,53 @@ class Router:
         """Send ``event`` to every enabled destination whose filters match; wait for results.
 
         Raises ``InvalidEventError`` (before any request) when the event is not valid.
+
+        In queued mode it returns as soon as the event is recorded in the outbox, with
+        ``queued=True``, empty ``results`` and ``ok`` true; it raises ``OutboxFullError`` when
+        the outbox has no room (see ``[queue] when_full``).
         """
         parsed = self._accept(event)
+        if self._queue is not None:
+            return self._enqueue(self._queue, parsed)
         return self._runtime.run(self._fan_out(parsed))
 
     async def asend(self, event: Event | Mapping[str, Any]) -> SendReport:
         """``send()`` for asyncio code: awaits the results without blocking the caller's loop."""
         parsed = self._accept(event)
+        if self._queue is not None:
+            # Writing to disk (and waiting for room) happens off the caller's loop.
+            return await asyncio.to_thread(self._enqueue, self._queue, parsed)
         return await asyncio.wrap_future(self._runtime.submit(self._fan_out(parsed)))
+
+    def _enqueue(self, queue: QueuedDelivery, event: Event) -> SendReport:
+        chosen: list[str] = []
+        skipped: list[str] = []
+        for d in self._resolved:
+            (chosen if d.routing.accepts(event) else skipped).append(d.name)
+        queue.enqueue(event, chosen)
+        return SendReport(
+            message_id=event.message_id,
+            results={},
+            skipped=tuple(skipped),
+            queued=True,
+            queued_for=tuple(chosen),
+        )
+
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Block until every event accepted so far is delivered or dead-lettered.
+
+        Returns early when ``timeout`` seconds pass; the result says what is left per
+        destination. Direct mode has nothing queued, so it returns at once.
+        """
+        if self._closed:
+            raise RouterClosedError("this router is closed")
+        if self._queue is None:
+            return FlushResult()
+        return self._queue.flush(timeout)
+
+    async def aflush(self, timeout: float | None = None) -> FlushResult:
+        """``flush()`` for asyncio code, without blocking the caller's loop."""
+        return await asyncio.to_thread(self.flush, timeout)
 
     def _accept(self, event: Event | Mapping[str, Any]) -> Event:
         if self._closed:
@@ -156,17 +239,29 @@ class Router:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    def close(self) -> None:
-        """Close connections and stop the router's thread. Further sends raise."""
+    def close(self, timeout: float | None = None) -> None:
+        """Close connections and stop the router's thread. Further sends raise.
+
+        In queued mode it first drains the outbox for up to ``timeout`` seconds
+        (``[queue] close_timeout`` by default); what is left stays in a SQLite outbox for the
+        next router that opens it.
+        """
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-        client, self._client = self._client, None
-        if client is not None and self._pid == os.getpid():
-            with contextlib.suppress(RuntimeError):  # loop already gone at interpreter exit
-                self._runtime.run(client.aclose())
-        self._runtime.stop()
+        if self._exit_hook is not None:
+            atexit.unregister(self._exit_hook)
+            self._exit_hook = None
+        try:
+            if self._queue is not None:
+                self._queue.close(timeout)
+        finally:
+            client, self._client = self._client, None
+            if client is not None and self._pid == os.getpid():
+                with contextlib.suppress(RuntimeError):  # loop already gone at interpreter exit
+                    self._runtime.run(_shutdown(client))
+            self._runtime.stop()
 
     def __enter__(self) -> Router:
         return self
@@ -178,3 +273,26 @@ class Router:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+async def _shutdown(client: httpx.AsyncClient) -> None:
+    """Close the pool, and the loop's worker threads (blocking plugins ran there)."""
+    await client.aclose()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(
+            asyncio.get_running_loop().shutdown_default_executor(), _EXECUTOR_SHUTDOWN_S
+        )
+
+
+def _close_at_exit(ref: weakref.ref[Router]) -> None:
+    """At interpreter exit: drain a queued router still open, for ``exit_timeout`` at most."""
+    router = ref()
+    if router is None or router._closed:
+        return
+    settings = router.queue_settings
+    try:
+        router.close(timeout=settings.exit_timeout if settings is not None else 0.0)
+    except Exception as exc:  # never turn interpreter exit into a traceback
+        structlog.get_logger("router_core").error(
+            "close_at_exit_failed", error=f"{type(exc).__name__}: {exc}"
+        )

@@ -324,6 +324,8 @@ def test_a_queued_config_reports_queued_and_delivers_before_exit(
     report = json.loads(result.stdout)["reports"][0]
     assert report["queued"] is True
     assert report["results"] == {}
+    assert sorted(report["queued_for"] + report["skipped"]) == ["posthog", "segment"]
+    assert "segment" in report["queued_for"]
     assert human.exit_code == 0
     assert "queued in the outbox" in human.stdout
     # Closing the router drained the outbox before the command returned.

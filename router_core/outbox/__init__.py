@@ -1,0 +1,29 @@
+"""Queued delivery: a durable outbox, a background worker, dead letters, backpressure.
+
+With ``[queue]`` in the config (or ``Router(queue=...)``), ``send()`` returns as soon as the
+event is recorded in the outbox, and a worker per destination delivers it in batches. See
+docs/delivery.md.
+"""
+
+from router_core.outbox.errors import OutboxFullError
+from router_core.outbox.memory import MemoryOutbox
+from router_core.outbox.queue import FlushResult, QueuedDelivery, open_outbox
+from router_core.outbox.settings import DEFAULT_OUTBOX_PATH, QueueRetrySettings, QueueSettings
+from router_core.outbox.sqlite import SQLiteOutbox
+from router_core.outbox.store import STATES, ClaimedRow, Outbox, OutboxStats
+
+__all__ = [
+    "DEFAULT_OUTBOX_PATH",
+    "STATES",
+    "ClaimedRow",
+    "FlushResult",
+    "MemoryOutbox",
+    "Outbox",
+    "OutboxFullError",
+    "OutboxStats",
+    "QueueRetrySettings",
+    "QueueSettings",
+    "QueuedDelivery",
+    "SQLiteOutbox",
+    "open_outbox",
+]

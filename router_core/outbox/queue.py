@@ -1,0 +1,341 @@
+"""Queued delivery for one router: admission (with backpressure), workers, flush, fork.
+
+``send()`` calls ``enqueue()``, which returns once the event is durably recorded; the
+workers (``worker.py``) deliver in the background on the router's loop. ``flush()`` waits for
+what was accepted before it was called; ``close()`` drains (bounded) and stops.
+
+After ``fork()`` the child drops the parent's workers, connection and locks, and starts its
+own workers on first use. Claims in the outbox make sure no row is sent by both processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+import time
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from router_core.destination import Destination
+from router_core.events import Event
+from router_core.outbox.errors import OutboxFullError
+from router_core.outbox.memory import MemoryOutbox
+from router_core.outbox.settings import QueueSettings
+from router_core.outbox.sqlite import SQLiteOutbox
+from router_core.outbox.store import Outbox
+from router_core.outbox.worker import DestinationWorker
+from router_core.plugins import LoadedPlugin
+from router_core.runtime import LoopThread
+
+__all__ = ["FlushResult", "QueuedDelivery", "open_outbox"]
+
+log = structlog.get_logger("router_core.outbox")
+
+Targets = Callable[[], Sequence[tuple[LoadedPlugin, Destination[Any]]]]
+
+_WAIT_POLL_S = 0.05  # how often waiters look at the outbox when no worker of ours signals
+_STOP_GRACE_S = 2.0  # after the drain: how long a request in flight may take to finish
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """What ``router.flush()`` left behind.
+
+    ``pending`` counts, per destination, the events accepted before the flush that are not
+    delivered yet (0 for each destination when everything went); ``dead`` counts the rows
+    in the dead letter per destination. ``timed_out`` is true when the timeout ended the wait.
+    """
+
+    pending: Mapping[str, int] = field(default_factory=dict)
+    dead: Mapping[str, int] = field(default_factory=dict)
+    timed_out: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing accepted before the flush is still waiting for delivery."""
+        return not any(self.pending.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "complete": self.complete,
+            "timed_out": self.timed_out,
+            "pending": dict(self.pending),
+            "dead": dict(self.dead),
+        }
+
+
+def open_outbox(settings: QueueSettings) -> Outbox:
+    """The outbox ``settings`` describe (the SQLite file is created when missing)."""
+    if settings.backend == "memory":
+        return MemoryOutbox()
+    return SQLiteOutbox(settings.path, synchronous=settings.synchronous)
+
+
+class QueuedDelivery:
+    """Owns one router's outbox and its workers."""
+
+    def __init__(
+        self,
+        settings: QueueSettings,
+        *,
+        runtime: LoopThread,
+        targets: Targets,
+        destinations: Sequence[str],
+        outbox: Outbox | None = None,
+    ) -> None:
+        self.settings = settings
+        self.outbox: Outbox = outbox if outbox is not None else open_outbox(settings)
+        self._runtime = runtime
+        self._targets = targets
+        self._names = tuple(destinations)
+        self._workers: dict[str, DestinationWorker] = {}
+        self._started_pid: int | None = None
+        self._start_lock = threading.Lock()
+        self._progress = threading.Condition()
+        self._flushing = 0
+        self._closed = False
+        self._fork_held: threading.Lock | None = None
+        _live.add(self)
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return self._names
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers in this process (idempotent; again in a forked child)."""
+        pid = os.getpid()
+        if self._started_pid == pid or self._closed:
+            return
+        with self._start_lock:
+            if self._started_pid == pid or self._closed:
+                return
+            self._runtime.run(self._start_workers())
+            self._started_pid = pid
+
+    async def _start_workers(self) -> None:
+        self._workers = {}
+        for plugin, destination in self._targets():
+            worker = DestinationWorker(
+                outbox=self.outbox,
+                plugin=plugin,
+                destination=destination,
+                settings=self.settings,
+                is_flushing=lambda: self._flushing > 0,
+                on_progress=self._notify_progress,
+            )
+            worker.task = asyncio.create_task(
+                worker.run(), name=f"event-router-outbox-{destination.name}"
+            )
+            self._workers[destination.name] = worker
+
+    def _notify_progress(self) -> None:
+        with self._progress:
+            self._progress.notify_all()
+
+    def _wait_progress(self, timeout: float) -> None:
+        with self._progress:
+            self._progress.wait(timeout)
+
+    # -- accepting events ---------------------------------------------------------------------
+
+    def enqueue(self, event: Event, destinations: Sequence[str]) -> None:
+        """Record ``event`` for ``destinations``; return once it is stored.
+
+        Raises ``OutboxFullError`` when there is no room (at once with ``when_full =
+        "refuse"``, after ``block_timeout`` with ``"block"``).
+        """
+        if not destinations:
+            return
+        self.start()
+        settings = self.settings
+        payload = event.model_dump_json()
+        size = len(payload.encode())
+        max_bytes = settings.byte_limit
+        if size > max_bytes:
+            raise OutboxFullError(
+                f"event {event.message_id!r} is {size:,} bytes, more than the whole outbox "
+                f"may hold (max_bytes = {max_bytes:,})",
+                limit="max_bytes",
+                value=max_bytes,
+                stored=0,
+            )
+        deadline = time.monotonic() + settings.block_timeout
+        while True:
+            full = self.outbox.enqueue(
+                event.message_id,
+                payload,
+                destinations,
+                now=time.time(),
+                max_events=settings.max_events,
+                max_bytes=max_bytes,
+            )
+            if full is None:
+                break
+            remaining = deadline - time.monotonic()
+            if settings.when_full == "refuse" or remaining <= 0:
+                raise _full_error(full, settings, self.outbox.location)
+            self._wait_progress(min(_WAIT_POLL_S, remaining))
+        for name in destinations:
+            worker = self._workers.get(name)
+            if worker is not None:
+                worker.hint()
+
+    # -- flushing and closing -----------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> FlushResult:
+        """Wait until every event accepted so far is delivered or dead, or ``timeout`` passes."""
+        if self._runtime.in_loop_thread():
+            raise RuntimeError("flush() called from the router's own event loop (a plugin?)")
+        self.start()
+        names = self._names
+        up_to = self.outbox.high_water()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        timed_out = False
+        with self._start_lock:
+            self._flushing += 1
+        self._wake_workers()
+        try:
+            while self.outbox.any_pending(names, up_to):
+                remaining = _WAIT_POLL_S * 2
+                if deadline is not None:
+                    remaining = min(remaining, deadline - time.monotonic())
+                    if remaining <= 0:
+                        timed_out = True
+                        break
+                self._wait_progress(remaining)
+        finally:
+            with self._start_lock:
+                self._flushing -= 1
+        return FlushResult(
+            pending=self.outbox.pending(names, up_to),
+            dead=self.outbox.dead_counts(names),
+            timed_out=timed_out,
+        )
+
+    def _wake_workers(self) -> None:
+        for worker in list(self._workers.values()):
+            worker.wake()
+
+    def close(self, timeout: float | None = None) -> FlushResult | None:
+        """Drain for up to ``timeout`` seconds (``close_timeout`` by default), then stop.
+
+        Returns what the drain left, or ``None`` when no worker ran in this process.
+        """
+        if self._closed:
+            return None
+        budget = self.settings.close_timeout if timeout is None else timeout
+        result: FlushResult | None = None
+        if self._started_pid == os.getpid():
+            try:
+                result = self.flush(budget)
+            finally:
+                self._closed = True
+                with contextlib.suppress(RuntimeError):  # the loop is already gone
+                    self._runtime.run(self._stop_workers())
+            if result is not None:
+                self._report_leftovers(result)
+        self._closed = True
+        self.outbox.close()
+        _live.discard(self)
+        return result
+
+    async def _stop_workers(self) -> None:
+        workers = list(self._workers.values())
+        self._workers = {}
+        for worker in workers:
+            worker.stop()
+        tasks = [w.task for w in workers if w.task is not None]
+        if not tasks:
+            return
+        _, still_running = await asyncio.wait(tasks, timeout=_STOP_GRACE_S)
+        for task in still_running:
+            task.cancel()  # the claim is released; the rows are sent again later
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _report_leftovers(self, result: FlushResult) -> None:
+        if result.complete:
+            return
+        left = {name: count for name, count in result.pending.items() if count}
+        if isinstance(self.outbox, MemoryOutbox):
+            log.error("outbox_events_lost", pending=left, outbox=self.outbox.location)
+        else:
+            log.warning(
+                "outbox_closed_with_pending",
+                pending=left,
+                outbox=self.outbox.location,
+                note="delivered by the next router that opens this outbox",
+            )
+
+    # -- fork -----------------------------------------------------------------------------
+
+    def _before_fork(self) -> None:
+        # No thread of ours may be inside SQLite when the process forks.
+        lock = self.outbox.lock
+        if lock.acquire(timeout=10):
+            self._fork_held = lock
+
+    def _after_fork_in_parent(self) -> None:
+        held, self._fork_held = self._fork_held, None
+        if held is not None:
+            held.release()
+
+    def _after_fork_in_child(self) -> None:
+        self._fork_held = None
+        self._workers = {}  # they ran on the parent's loop, which does not exist here
+        self._started_pid = None
+        self._start_lock = threading.Lock()
+        self._progress = threading.Condition()
+        self._flushing = 0
+        self.outbox.after_fork()
+
+
+def _full_error(
+    full: tuple[str, int, int], settings: QueueSettings, location: str
+) -> OutboxFullError:
+    limit, value, stored = full
+    what = "events" if limit == "max_events" else "bytes"
+    waited = (
+        f'waited {settings.block_timeout:g}s for room (when_full = "block")'
+        if settings.when_full == "block"
+        else 'when_full = "refuse"'
+    )
+    return OutboxFullError(
+        f"the outbox {location} is full: {stored:,} {what} stored, {limit} = {value:,}; "
+        f"{waited}. The event was not accepted; nothing already accepted is lost.",
+        limit=limit,
+        value=value,
+        stored=stored,
+    )
+
+
+_live: weakref.WeakSet[QueuedDelivery] = weakref.WeakSet()
+
+
+def _before_fork() -> None:
+    for queue in list(_live):
+        queue._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for queue in list(_live):
+        queue._after_fork_in_parent()
+
+
+def _after_fork_in_child() -> None:
+    for queue in list(_live):
+        queue._after_fork_in_child()
+
+
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_after_fork_in_parent,
+    after_in_child=_after_fork_in_child,
+)

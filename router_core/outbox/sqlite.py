@@ -1,0 +1,451 @@
+"""The durable outbox: one SQLite file in WAL mode (stdlib ``sqlite3``).
+
+Each event's JSON is stored once in ``events``; ``deliveries`` holds one row per destination
+(primary key ``(destination, event_id)``), so each destination's acknowledgment is recorded on
+its own. Delivered rows are deleted, and an event goes when no row needs it any more.
+``totals`` is kept by triggers so the size check on every ``send()`` never counts rows.
+
+Claims use ``BEGIN IMMEDIATE`` (SQLite's write lock), so two processes can never claim the
+same rows; a claim is a token plus a lease deadline, so rows held by a process that died are
+claimable again once the deadline passes.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+
+from router_core.errors import RouterError
+from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
+from router_core.results import BatchLimits
+
+__all__ = ["SCHEMA_VERSION", "SQLiteOutbox"]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    message_id TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE deliveries (
+    destination TEXT NOT NULL,
+    event_id INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'dead')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    since REAL NOT NULL,
+    claim_token TEXT,
+    claimed_until REAL,
+    last_error TEXT,
+    last_status INTEGER,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (destination, event_id)
+) WITHOUT ROWID;
+-- The worker pages through one destination's rows in event order.
+CREATE INDEX deliveries_by_state ON deliveries (destination, state, event_id);
+-- Deleting an event once no destination needs it.
+CREATE INDEX deliveries_by_event ON deliveries (event_id);
+CREATE INDEX deliveries_by_claim ON deliveries (claim_token) WHERE claim_token IS NOT NULL;
+CREATE TABLE totals (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    events INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+);
+INSERT INTO totals (id, events, bytes) VALUES (1, 0, 0);
+CREATE TRIGGER events_added AFTER INSERT ON events BEGIN
+    UPDATE totals SET events = events + 1, bytes = bytes + NEW.size WHERE id = 1;
+END;
+CREATE TRIGGER events_removed AFTER DELETE ON events BEGIN
+    UPDATE totals SET events = events - 1, bytes = bytes - OLD.size WHERE id = 1;
+END;
+"""
+
+_BUSY_TIMEOUT_S = 15.0
+_CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+
+# Connections inherited across fork() are never used or closed in the child (SQLite forbids
+# it); keeping a reference stops the garbage collector from closing them.
+_abandoned: list[sqlite3.Connection] = []
+
+
+class SQLiteOutbox:
+    """The outbox in a SQLite file. ``synchronous="full"`` also survives power loss."""
+
+    def __init__(
+        self, path: str | os.PathLike[str], synchronous: Literal["normal", "full"] = "normal"
+    ) -> None:
+        self._path = Path(path).expanduser().absolute()
+        self._synchronous = synchronous
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = None
+        self._closed = False
+        with self._lock:
+            self._connection()  # fail now, in the constructor, when the file is unusable
+
+    @property
+    def location(self) -> str:
+        return str(self._path)
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held around every use of the connection (fork handlers take it too)."""
+        return self._lock
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None:
+            return self._conn
+        if self._closed:
+            raise RuntimeError(f"the outbox {self.location} is closed")
+        if self._path.parent != Path() and not self._path.parent.exists():
+            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        try:
+            conn = sqlite3.connect(
+                self._path,
+                timeout=_BUSY_TIMEOUT_S,
+                isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
+                check_same_thread=False,  # every use is under self._lock
+            )
+        except sqlite3.Error as exc:
+            raise RouterError(f"cannot open the outbox {self.location}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == SCHEMA_VERSION:
+            return
+        if version > SCHEMA_VERSION:
+            raise RouterError(
+                f"the outbox {self.location} has schema version {version}; this event-router "
+                f"understands up to {SCHEMA_VERSION} (upgrade event-router)"
+            )
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have created it while we waited for the lock.
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+                for statement in _split(_SCHEMA):
+                    conn.execute(statement)
+                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, under the lock."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._connection().execute(sql, params).fetchall()
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        message_id: str,
+        payload: str,
+        destinations: Sequence[str],
+        *,
+        now: float,
+        max_events: int | None,
+        max_bytes: int | None,
+    ) -> tuple[str, int, int] | None:
+        size = len(payload.encode())
+        with self._write() as conn:
+            events, stored = conn.execute("SELECT events, bytes FROM totals").fetchone()
+            if max_events is not None and events + 1 > max_events:
+                return ("max_events", max_events, events)
+            if max_bytes is not None and stored + size > max_bytes:
+                return ("max_bytes", max_bytes, stored)
+            cursor = conn.execute(
+                "INSERT INTO events (message_id, payload, size, created_at) VALUES (?, ?, ?, ?)",
+                (message_id, payload, size, now),
+            )
+            event_id = cursor.lastrowid
+            conn.executemany(
+                "INSERT INTO deliveries (destination, event_id, next_attempt_at, since,"
+                " updated_at) VALUES (?, ?, ?, ?, ?)",
+                [(d, event_id, now, now, now) for d in destinations],
+            )
+        return None
+
+    def claim(
+        self,
+        destination: str,
+        *,
+        limits: BatchLimits,
+        batch_size: int,
+        token: str,
+        now: float,
+        lease_until: float,
+    ) -> list[ClaimedRow]:
+        limit = max(1, min(batch_size, limits.max_events))
+        with self._write() as conn:
+            candidates = conn.execute(
+                # Walk this destination's pending rows in order; dead rows are never visited.
+                "SELECT d.event_id, e.size FROM deliveries AS d INDEXED BY deliveries_by_state"
+                " JOIN events AS e ON e.id = d.event_id"
+                " WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ?"
+                " AND (d.claimed_until IS NULL OR d.claimed_until <= ?)"
+                " ORDER BY d.event_id LIMIT ?",
+                (destination, now, now, limit),
+            ).fetchall()
+            count = plan_batch([size for _, size in candidates], limits, batch_size)
+            ids = [event_id for event_id, _ in candidates[:count]]
+            rows: list[ClaimedRow] = []
+            for chunk in _chunks(ids):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    "UPDATE deliveries SET claim_token = ?, claimed_until = ?"
+                    f" WHERE destination = ? AND event_id IN ({marks})",
+                    (token, lease_until, destination, *chunk),
+                )
+                rows.extend(
+                    ClaimedRow(*row)
+                    for row in conn.execute(
+                        "SELECT e.id, e.message_id, e.payload, e.size, d.attempts, d.since"
+                        " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
+                        f" WHERE d.destination = ? AND d.event_id IN ({marks})"
+                        " ORDER BY d.event_id",
+                        (destination, *chunk),
+                    )
+                )
+        return rows
+
+    def extend(self, destination: str, token: str, lease_until: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE deliveries SET claimed_until = ? WHERE claim_token = ? AND destination = ?",
+                (lease_until, token, destination),
+            )
+
+    def ack(self, destination: str, token: str, event_ids: Sequence[int]) -> None:
+        with self._write() as conn:
+            for chunk in _chunks(event_ids):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    "DELETE FROM deliveries WHERE destination = ? AND claim_token = ?"
+                    f" AND event_id IN ({marks})",
+                    (destination, token, *chunk),
+                )
+                conn.execute(
+                    f"DELETE FROM events WHERE id IN ({marks}) AND NOT EXISTS"
+                    " (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id)",
+                    chunk,
+                )
+
+    def retry(
+        self,
+        destination: str,
+        token: str,
+        event_ids: Sequence[int],
+        *,
+        next_attempt_at: float,
+        error: str,
+        status_code: int | None,
+        now: float,
+    ) -> None:
+        with self._write() as conn:
+            for chunk in _chunks(event_ids):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?,"
+                    " claim_token = NULL, claimed_until = NULL, last_error = ?, last_status = ?,"
+                    " updated_at = ?"
+                    f" WHERE destination = ? AND claim_token = ? AND event_id IN ({marks})",
+                    (next_attempt_at, error, status_code, now, destination, token, *chunk),
+                )
+
+    def dead(
+        self,
+        destination: str,
+        token: str,
+        event_ids: Sequence[int],
+        *,
+        error: str,
+        status_code: int | None,
+        now: float,
+    ) -> None:
+        with self._write() as conn:
+            for chunk in _chunks(event_ids):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(
+                    "UPDATE deliveries SET state = 'dead', attempts = attempts + 1,"
+                    " claim_token = NULL, claimed_until = NULL, last_error = ?, last_status = ?,"
+                    " updated_at = ?"
+                    f" WHERE destination = ? AND claim_token = ? AND event_id IN ({marks})",
+                    (error, status_code, now, destination, token, *chunk),
+                )
+
+    def release(self, destination: str, token: str) -> None:
+        with self._write() as conn:
+            conn.execute(
+                "UPDATE deliveries SET claim_token = NULL, claimed_until = NULL"
+                " WHERE claim_token = ? AND destination = ?",
+                (token, destination),
+            )
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def pending(self, destinations: Sequence[str], up_to: int | None = None) -> dict[str, int]:
+        bound = up_to if up_to is not None else (1 << 62)
+        with self._lock:
+            conn = self._connection()
+            return {
+                d: conn.execute(
+                    "SELECT COUNT(*) FROM deliveries"
+                    " WHERE destination = ? AND state = 'pending' AND event_id <= ?",
+                    (d, bound),
+                ).fetchone()[0]
+                for d in destinations
+            }
+
+    def any_pending(self, destinations: Sequence[str], up_to: int | None = None) -> bool:
+        bound = up_to if up_to is not None else (1 << 62)
+        with self._lock:
+            conn = self._connection()
+            return any(
+                conn.execute(
+                    "SELECT 1 FROM deliveries WHERE destination = ? AND state = 'pending'"
+                    " AND event_id <= ? LIMIT 1",
+                    (d, bound),
+                ).fetchone()
+                is not None
+                for d in destinations
+            )
+
+    def dead_counts(self, destinations: Sequence[str]) -> dict[str, int]:
+        with self._lock:
+            conn = self._connection()
+            return {
+                d: conn.execute(
+                    "SELECT COUNT(*) FROM deliveries WHERE destination = ? AND state = 'dead'",
+                    (d,),
+                ).fetchone()[0]
+                for d in destinations
+            }
+
+    def high_water(self) -> int:
+        row = self._read("SELECT MAX(id) FROM events")
+        return int(row[0][0] or 0)
+
+    def stats(self, now: float) -> OutboxStats:
+        with self._lock:
+            conn = self._connection()
+            rows = conn.execute(
+                "SELECT destination, CASE"
+                " WHEN state = 'dead' THEN 'dead'"
+                " WHEN claimed_until IS NOT NULL AND claimed_until > ? THEN 'in_flight'"
+                " WHEN attempts > 0 THEN 'retrying'"
+                " ELSE 'pending' END AS s, COUNT(*)"
+                " FROM deliveries GROUP BY destination, s ORDER BY destination",
+                (now,),
+            ).fetchall()
+            events, stored = conn.execute("SELECT events, bytes FROM totals").fetchone()
+            oldest = conn.execute(
+                "SELECT MIN(e.created_at) FROM deliveries AS d"
+                " JOIN events AS e ON e.id = d.event_id WHERE d.state = 'pending'"
+            ).fetchone()[0]
+        counts: dict[str, dict[str, int]] = {}
+        for destination, state, count in rows:
+            counts.setdefault(destination, {})[state] = count
+        return OutboxStats(counts=counts, events=events, bytes=stored, oldest_pending=oldest)
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    def replay(self, destination: str | None, now: float) -> int:
+        where = "state = 'dead'" + (" AND destination = ?" if destination is not None else "")
+        params: tuple[Any, ...] = (now, now, now) + (
+            (destination,) if destination is not None else ()
+        )
+        with self._write() as conn:
+            cursor = conn.execute(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?,"
+                " since = ?, updated_at = ?, claim_token = NULL, claimed_until = NULL"
+                f" WHERE {where}",
+                params,
+            )
+            return cursor.rowcount
+
+    def purge(self, *, dead_only: bool, destination: str | None) -> int:
+        clauses = (["state = 'dead'"] if dead_only else []) + (
+            ["destination = ?"] if destination is not None else []
+        )
+        where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._write() as conn:
+            cursor = conn.execute(
+                f"DELETE FROM deliveries{where}", (destination,) if destination is not None else ()
+            )
+            removed = cursor.rowcount
+            conn.execute(
+                "DELETE FROM events WHERE NOT EXISTS"
+                " (SELECT 1 FROM deliveries AS d WHERE d.event_id = events.id)"
+            )
+        return removed
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def after_fork(self) -> None:
+        # The lock may have been held by a thread that does not exist in the child.
+        self._lock = threading.Lock()
+        if self._conn is not None:
+            _abandoned.append(self._conn)
+            self._conn = None
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+
+    def __repr__(self) -> str:
+        return f"SQLiteOutbox({self.location!r})"
+
+
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), _CHUNK):
+        yield ids[start : start + _CHUNK]
+
+
+def _split(script: str) -> list[str]:
+    """The schema's statements one by one (``executescript`` would commit our transaction)."""
+    statements: list[str] = []
+    current: list[str] = []
+    for line in script.strip().splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        current.append(line)
+        joined = "\n".join(current)
+        if sqlite3.complete_statement(joined):
+            statements.append(joined)
+            current = []
+    return statements

@@ -1,0 +1,219 @@
+"""What every outbox backend provides, and the records that pass through it.
+
+An outbox holds each accepted event once (its JSON) plus one row per destination it is
+routed to. Rows are ``pending`` until that destination acknowledges them (the row is then
+deleted) or they are dead-lettered (``dead``). A worker *claims* rows for a lease before
+sending them, so two processes sharing an outbox never send the same rows, and rows held by
+a process that died become claimable again when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from router_core.results import BatchLimits
+
+__all__ = [
+    "ENVELOPE_BYTES",
+    "STATES",
+    "ClaimedRow",
+    "Outbox",
+    "OutboxStats",
+    "estimate_bytes",
+    "plan_batch",
+]
+
+STATES = ("pending", "retrying", "in_flight", "dead")
+"""States ``stats()`` counts: new rows, rows that failed before, claimed rows, dead letters."""
+
+ENVELOPE_BYTES = 1024
+"""Room kept in each request for the batch envelope (``sentAt``, keys, auth in the body)."""
+
+
+def estimate_bytes(stored_size: int) -> int:
+    """Estimated size of an event on the wire from the size of its stored JSON.
+
+    Vendors' encodings rename keys and add library context; the margin covers that, and a
+    batch that is still too big is split when the destination refuses it.
+    """
+    return stored_size + stored_size // 10 + 256
+
+
+def plan_batch(sizes: Sequence[int], limits: BatchLimits, batch_size: int) -> int:
+    """How many of the rows (in order, by stored size) fit in one request.
+
+    Always at least one, so an event estimated over the per-event limit is sent on its own
+    and the destination decides.
+    """
+    if not sizes:
+        return 0
+    max_events = max(1, min(batch_size, limits.max_events))
+    budget = limits.max_request_bytes - ENVELOPE_BYTES
+    if estimate_bytes(sizes[0]) > min(limits.max_event_bytes, budget):
+        return 1
+    total = 0
+    count = 0
+    for size in sizes[:max_events]:
+        estimate = estimate_bytes(size)
+        if estimate > limits.max_event_bytes or total + estimate > budget:
+            break
+        total += estimate
+        count += 1
+    return max(count, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedRow:
+    """One destination's row of one event, claimed for delivery."""
+
+    event_id: int
+    message_id: str
+    payload: str
+    size: int
+    attempts: int
+    since: float
+    """When the retry budget started: when the event was accepted, or last replayed."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    """What ``event-router outbox status`` shows.
+
+    ``counts[destination][state]`` for the states in ``STATES``; ``events`` and ``bytes`` are
+    the stored events (each counted once, however many destinations it goes to);
+    ``oldest_pending`` is the accept time (Unix seconds) of the oldest undelivered row.
+    """
+
+    counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    events: int = 0
+    bytes: int = 0
+    oldest_pending: float | None = None
+
+    def total(self, state: str) -> int:
+        return sum(c.get(state, 0) for c in self.counts.values())
+
+
+class Outbox(Protocol):
+    """The storage interface the queue and the worker use (SQLite or in-memory).
+
+    Every method is safe to call from any thread. Times are Unix seconds (``time.time()``), as
+    leases must mean the same in every process sharing the outbox.
+    """
+
+    @property
+    def location(self) -> str:
+        """Where the outbox lives, for messages (a file path or ``":memory:"``)."""
+        ...
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held around every use of the storage; taken before ``fork()``."""
+        ...
+
+    def enqueue(
+        self,
+        message_id: str,
+        payload: str,
+        destinations: Sequence[str],
+        *,
+        now: float,
+        max_events: int | None,
+        max_bytes: int | None,
+    ) -> tuple[str, int, int] | None:
+        """Store one event with a pending row per destination, atomically.
+
+        Returns ``None`` when stored, or ``(limit name, limit, stored)`` when storing it
+        would pass ``max_events`` or ``max_bytes`` (nothing is stored then).
+        """
+        ...
+
+    def claim(
+        self,
+        destination: str,
+        *,
+        limits: BatchLimits,
+        batch_size: int,
+        token: str,
+        now: float,
+        lease_until: float,
+    ) -> list[ClaimedRow]:
+        """Claim the oldest due rows of ``destination`` that fit one request (``plan_batch``)."""
+        ...
+
+    def extend(self, destination: str, token: str, lease_until: float) -> None:
+        """Push back the lease of every row held under ``token``."""
+        ...
+
+    def ack(self, destination: str, token: str, event_ids: Sequence[int]) -> None:
+        """Delivered: drop the rows, and each event no destination still needs."""
+        ...
+
+    def retry(
+        self,
+        destination: str,
+        token: str,
+        event_ids: Sequence[int],
+        *,
+        next_attempt_at: float,
+        error: str,
+        status_code: int | None,
+        now: float,
+    ) -> None:
+        """A transient failure: count the attempt, release the rows until ``next_attempt_at``."""
+        ...
+
+    def dead(
+        self,
+        destination: str,
+        token: str,
+        event_ids: Sequence[int],
+        *,
+        error: str,
+        status_code: int | None,
+        now: float,
+    ) -> None:
+        """Give up: count the attempt and move the rows to the dead letter with the error."""
+        ...
+
+    def release(self, destination: str, token: str) -> None:
+        """Hand back every row held under ``token`` without counting an attempt."""
+        ...
+
+    def pending(self, destinations: Sequence[str], up_to: int | None = None) -> dict[str, int]:
+        """Undelivered, not dead rows per destination (events with id <= ``up_to``)."""
+        ...
+
+    def any_pending(self, destinations: Sequence[str], up_to: int | None = None) -> bool:
+        """Whether ``pending()`` would count anything (cheap: stops at the first row)."""
+        ...
+
+    def dead_counts(self, destinations: Sequence[str]) -> dict[str, int]:
+        """Dead-letter rows per destination."""
+        ...
+
+    def high_water(self) -> int:
+        """The id of the newest stored event (0 when empty)."""
+        ...
+
+    def stats(self, now: float) -> OutboxStats:
+        """Counts per destination and state, and the stored totals."""
+        ...
+
+    def replay(self, destination: str | None, now: float) -> int:
+        """Move dead rows (of one destination, or all) back to pending; return how many."""
+        ...
+
+    def purge(self, *, dead_only: bool, destination: str | None) -> int:
+        """Delete rows (only dead ones with ``dead_only``); return how many rows went."""
+        ...
+
+    def after_fork(self) -> None:
+        """In a forked child: drop what belongs to the parent (connections, locks)."""
+        ...
+
+    def close(self) -> None:
+        """Release the storage. Safe to call twice."""
+        ...

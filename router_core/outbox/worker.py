@@ -1,0 +1,349 @@
+"""The background worker: one asyncio task per destination, on the router's own loop.
+
+Why tasks on the router's loop rather than threads: the pooled ``httpx.AsyncClient`` (and
+every async plugin) belongs to that loop; a task per destination keeps destinations
+independent (one backing off or hanging never delays another) without a thread each.
+
+Each round the task claims the oldest due rows that fit one request, delivers them (one
+``send_batch`` request, or ``send_event`` per row, a few at a time), and records the outcome
+per row: acknowledged rows are deleted, transient failures are rescheduled with backoff
+(``next_attempt_at``; the destination pauses until then), permanent failures are
+dead-lettered. A batch refused permanently (400, 413, or a plugin's own refusal) is split in
+halves until the events at fault are isolated, so the good ones are still delivered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from router_core.delivery import Outcome, attempt_limit, deliver_batch, deliver_event
+from router_core.destination import Destination
+from router_core.errors import InvalidEventError
+from router_core.events import Event
+from router_core.outbox.settings import QueueSettings
+from router_core.outbox.store import ENVELOPE_BYTES, ClaimedRow, Outbox, estimate_bytes
+from router_core.plugins import LoadedPlugin
+from router_core.retry import backoff_delay
+
+__all__ = ["DestinationWorker"]
+
+_SPLITTABLE = frozenset({400, 413})  # answers that may blame one event rather than the batch
+_ERROR_PAUSE_S = 1.0  # after an unexpected error (e.g. the disk is full), before trying again
+_FLUSH_POLL_S = 0.05  # while a flush waits: how often to look for rows other processes free
+
+
+class DestinationWorker:
+    """Delivers one destination's rows from the outbox. Runs on the router's loop."""
+
+    def __init__(
+        self,
+        *,
+        outbox: Outbox,
+        plugin: LoadedPlugin,
+        destination: Destination[Any],
+        settings: QueueSettings,
+        is_flushing: Callable[[], bool],
+        on_progress: Callable[[], None],
+    ) -> None:
+        self.name = destination.name
+        self._outbox = outbox
+        self._plugin = plugin
+        self._destination = destination
+        self._settings = settings
+        self._is_flushing = is_flushing
+        self._on_progress = on_progress
+        self._log = destination.log
+        self._limits = plugin.limits
+        self._batch_size = max(1, min(settings.batch_size, plugin.limits.max_events))
+        # A claim must outlive the request it covers; it is renewed before every attempt.
+        self._lease = max(settings.lease, attempt_limit(destination) + 1.0)
+        self._poll = max(settings.flush_interval, 1.0)
+        self._loop = asyncio.get_running_loop()
+        self._wake = asyncio.Event()
+        self._stopping = False
+        # Hints from send(): how many events arrived since the last claim, and since when.
+        self._hint_lock = threading.Lock()
+        self._hint_incoming = 0
+        self._wake_scheduled = False
+        self._hint = 0
+        self._hint_since = 0.0
+        self._last_empty: float | None = None  # when a claim last found nothing due
+        self._paused_until = 0.0  # wall clock: the destination is backing off until then
+        # Consecutive transient failures of the destination: backoff keeps growing through a
+        # long outage even as new rows (with no attempts of their own) come up for sending.
+        self._failures = 0
+        self._token: str | None = None
+        self._lease_until = 0.0
+        self.task: asyncio.Task[None] | None = None
+
+    # -- called from any thread ---------------------------------------------------------------
+
+    def hint(self) -> None:
+        """An event for this destination was just stored (thread-safe, cheap)."""
+        with self._hint_lock:
+            self._hint_incoming += 1
+            if self._wake_scheduled:
+                return
+            self._wake_scheduled = True
+        with contextlib.suppress(RuntimeError):  # the loop is already closed
+            self._loop.call_soon_threadsafe(self._take_hints)
+
+    def wake(self) -> None:
+        """Look at the outbox now (thread-safe): a flush started or the worker must stop."""
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    # -- on the loop --------------------------------------------------------------------------
+
+    def _take_hints(self) -> None:
+        with self._hint_lock:
+            count, self._hint_incoming = self._hint_incoming, 0
+            self._wake_scheduled = False
+        if count:
+            if self._hint == 0:
+                self._hint_since = time.monotonic()
+            self._hint += count
+            self._wake.set()
+
+    def stop(self) -> None:
+        """Finish the current round, then end (on the loop)."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            self._wake.clear()
+            try:
+                delay = self._ready_in()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                    continue
+                await self._round()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                # The outbox itself failed (disk full, file locked too long): keep going.
+                self._log.error("outbox_worker_error", error=f"{type(exc).__name__}: {exc}")
+                self._paused_until = time.time() + _ERROR_PAUSE_S
+
+    def _ready_in(self) -> float:
+        """Seconds until the next round is due (0: now)."""
+        backoff = self._paused_until - time.time()
+        if backoff > 0:
+            return backoff
+        now = time.monotonic()
+        flushing = self._is_flushing()
+        if self._hint >= self._batch_size or (self._hint and flushing):
+            return 0.0
+        if self._last_empty is None:
+            return 0.0  # the last round took a full batch: there may be more
+        wait = self._last_empty + (_FLUSH_POLL_S if flushing else self._poll) - now
+        if self._hint:
+            wait = min(wait, self._hint_since + self._settings.flush_interval - now)
+        return wait
+
+    async def _round(self) -> None:
+        token = f"{os.getpid()}-{uuid.uuid4().hex}"
+        now = time.time()
+        rows = self._outbox.claim(
+            self.name,
+            limits=self._limits,
+            batch_size=self._batch_size,
+            token=token,
+            now=now,
+            lease_until=now + self._lease,
+        )
+        self._hint = max(0, self._hint - len(rows))
+        if not self._full(rows):
+            # Everything due was taken: wait for new events (or the next poll) from here.
+            self._hint = 0
+            self._last_empty = time.monotonic()
+        else:
+            self._last_empty = None
+        if not rows:
+            return
+        self._token, self._lease_until = token, now + self._lease
+        try:
+            await self._deliver(rows)
+        finally:
+            self._token = None
+            # Rows not settled (a transient failure stopped the round, or cancellation) go
+            # back at once rather than when the lease runs out.
+            self._outbox.release(self.name, token)
+            self._on_progress()
+
+    def _full(self, rows: Sequence[ClaimedRow]) -> bool:
+        if len(rows) >= self._batch_size:
+            return True
+        budget = self._limits.max_request_bytes - ENVELOPE_BYTES
+        return bool(rows) and sum(estimate_bytes(r.size) for r in rows) * 2 >= budget
+
+    # -- delivering ---------------------------------------------------------------------------
+
+    async def _deliver(self, rows: Sequence[ClaimedRow]) -> None:
+        parsed: list[tuple[ClaimedRow, Event]] = []
+        for row in rows:
+            try:
+                parsed.append((row, Event.parse(json.loads(row.payload))))
+            except (ValueError, InvalidEventError) as exc:
+                error = f"stored event {row.message_id!r} cannot be read: {exc}"
+                self._dead([row], Outcome(success=False, attempts=1, duration_ms=0, error=error))
+        if not parsed:
+            return
+        if self._plugin.send_batch is not None:
+            await self._send_batch(parsed)
+        else:
+            await self._send_each(parsed)
+
+    def _renew(self) -> None:
+        """Push back the lease when it could run out during the next attempt."""
+        if self._token is None:
+            return
+        now = time.time()
+        if self._lease_until - now < attempt_limit(self._destination) + 0.5:
+            self._lease_until = now + self._lease
+            self._outbox.extend(self.name, self._token, self._lease_until)
+
+    async def _send_batch(self, batch: Sequence[tuple[ClaimedRow, Event]]) -> bool:
+        """Deliver ``batch`` in one request, splitting it on a permanent refusal.
+
+        Returns False when a transient failure paused the destination (stop the round).
+        """
+        self._renew()
+        rows = [row for row, _ in batch]
+        outcome = await deliver_batch(
+            self._plugin,
+            self._destination,
+            [event for _, event in batch],
+            first_attempt=max(row.attempts for row in rows) + 1,
+        )
+        if outcome.success:
+            self._ack(rows)
+            return True
+        if outcome.retryable:
+            self._retry(rows, outcome)
+            return False
+        if len(batch) > 1 and (outcome.status_code is None or outcome.status_code in _SPLITTABLE):
+            middle = len(batch) // 2
+            self._log.info(
+                "outbox_batch_split",
+                events=len(batch),
+                status_code=outcome.status_code,
+                error=outcome.error,
+            )
+            return await self._send_batch(batch[:middle]) and await self._send_batch(batch[middle:])
+        self._dead(rows, outcome)
+        return True
+
+    async def _send_each(self, batch: Sequence[tuple[ClaimedRow, Event]]) -> None:
+        """Deliver rows one request each, ``concurrency`` at a time (no ``send_batch``)."""
+        gate = asyncio.Semaphore(self._settings.concurrency)
+
+        async def one(row: ClaimedRow, event: Event) -> Outcome:
+            async with gate:
+                self._renew()
+                return await deliver_event(
+                    self._plugin, self._destination, event, first_attempt=row.attempts + 1
+                )
+
+        outcomes = await asyncio.gather(*(one(row, event) for row, event in batch))
+        delivered: list[ClaimedRow] = []
+        transient: list[tuple[ClaimedRow, Outcome]] = []
+        for (row, _), outcome in zip(batch, outcomes, strict=True):
+            if outcome.success:
+                delivered.append(row)
+            elif outcome.retryable:
+                transient.append((row, outcome))
+            else:
+                self._dead([row], outcome)
+        if delivered:
+            self._ack(delivered)
+        if transient:
+            # One backoff for the round, as long as the longest Retry-After asked for.
+            worst = max(transient, key=lambda pair: pair[1].retry_after or 0.0)[1]
+            self._retry([row for row, _ in transient], worst)
+
+    # -- recording outcomes -------------------------------------------------------------------
+
+    def _ack(self, rows: Sequence[ClaimedRow]) -> None:
+        assert self._token is not None
+        self._outbox.ack(self.name, self._token, [r.event_id for r in rows])
+        self._failures = 0
+        self._on_progress()
+
+    def _retry(self, rows: Sequence[ClaimedRow], outcome: Outcome) -> None:
+        """Reschedule after a transient failure, or dead-letter rows out of budget."""
+        assert self._token is not None
+        policy = self._settings.retry
+        now = time.time()
+        attempt = max(self._failures, *(r.attempts for r in rows)) + 1
+        self._failures = attempt
+        delay = backoff_delay(policy, attempt, outcome.retry_after)
+        next_attempt_at = now + delay
+        # The destination as a whole backs off: a 503 or a 429 is rarely about one event.
+        self._paused_until = max(self._paused_until, next_attempt_at)
+        self._last_empty = None
+        exhausted = [
+            r
+            for r in rows
+            if r.attempts + 1 >= policy.max_attempts or now - r.since > policy.max_elapsed
+        ]
+        if exhausted:
+            attempts = max(r.attempts for r in exhausted) + 1
+            self._dead(
+                exhausted,
+                Outcome(
+                    success=False,
+                    attempts=attempts,
+                    duration_ms=outcome.duration_ms,
+                    status_code=outcome.status_code,
+                    error=f"gave up after {attempts} attempt(s): {outcome.error}",
+                ),
+            )
+        gone = {r.event_id for r in exhausted}
+        waiting = [r.event_id for r in rows if r.event_id not in gone]
+        if waiting:
+            self._outbox.retry(
+                self.name,
+                self._token,
+                waiting,
+                next_attempt_at=next_attempt_at,
+                error=outcome.error or "failed",
+                status_code=outcome.status_code,
+                now=now,
+            )
+        self._log.info(
+            "outbox_retry_scheduled",
+            events=len(waiting),
+            attempt=attempt,
+            delay_s=round(delay, 3),
+            status_code=outcome.status_code,
+        )
+
+    def _dead(self, rows: Sequence[ClaimedRow], outcome: Outcome) -> None:
+        assert self._token is not None
+        self._outbox.dead(
+            self.name,
+            self._token,
+            [r.event_id for r in rows],
+            error=outcome.error or "failed",
+            status_code=outcome.status_code,
+            now=time.time(),
+        )
+        self._log.error(
+            "outbox_dead_letter",
+            events=len(rows),
+            message_id=rows[0].message_id,
+            status_code=outcome.status_code,
+            error=outcome.error,
+        )
+        self._on_progress()

@@ -1,0 +1,167 @@
+"""``event-router outbox status | replay | purge`` against a real outbox and an emulator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner, Result
+
+from router_core import Event, Router
+from router_core.cli.errors import RouterGroup
+from router_core.cli.outbox import outbox
+from router_core.sandbox import SegmentEmulator
+
+WRITE_KEY = "wk_cli_outbox_0123456789"
+CLI = RouterGroup(name="event-router", commands=[outbox])
+
+
+@pytest.fixture
+def segment() -> Iterator[SegmentEmulator]:
+    with SegmentEmulator() as em:
+        yield em
+
+
+def write_config(tmp_path: Path, url: str, queue: str | None = None) -> Path:
+    config = tmp_path / "router.toml"
+    table = (
+        queue
+        if queue is not None
+        else f"""
+[queue]
+path = "{tmp_path / "outbox.db"}"
+flush_interval = 0.01
+retry = {{ max_attempts = 1 }}
+"""
+    )
+    config.write_text(
+        f"""{table}
+[destinations.segment]
+plugin = "segment"
+write_key = "{WRITE_KEY}"
+host = "{url}"
+timeout = 2.0
+""",
+        encoding="utf-8",
+    )
+    return config
+
+
+def run(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(CLI, ["outbox", *args], input=input, catch_exceptions=False)
+
+
+def make_dead_letters(config: Path, segment: SegmentEmulator, count: int) -> list[str]:
+    segment.faults.set(statuses=[503] * 1000)
+    with Router.from_config(config) as router:
+        ids = [router.send(Event.track("E", user_id=f"u{i}")).message_id for i in range(count)]
+        result = router.flush(timeout=30)
+    segment.faults.clear()
+    assert result.dead == {"segment": count}
+    return ids
+
+
+def status(config: Path) -> dict[str, object]:
+    done = run("status", "--config", str(config), "--json")
+    assert done.exit_code == 0, done.output
+    data: dict[str, object] = json.loads(done.stdout)
+    return data
+
+
+def test_status_replay_and_purge(tmp_path: Path, segment: SegmentEmulator) -> None:
+    config = write_config(tmp_path, segment.url)
+    ids = make_dead_letters(config, segment, 7)
+
+    before = status(config)
+    assert before["destinations"] == {
+        "segment": {"pending": 0, "retrying": 0, "in_flight": 0, "dead": 7}
+    }
+    assert before["events"] == 7
+    table = run("status", "--config", str(config))
+    assert table.exit_code == 0
+    assert "segment" in table.stdout
+    assert "7 dead letter(s)" in table.stdout
+
+    replayed = run("replay", "--config", str(config), "--destination", "segment")
+    assert replayed.exit_code == 0, replayed.output
+    assert "replayed 7 dead letter(s)" in replayed.stdout
+    assert "delivering" in replayed.stderr  # the progress bar stays off stdout
+    assert sorted(segment.message_ids()) == sorted(ids)
+    assert status(config)["destinations"] == {}
+
+    make_dead_letters(config, segment, 2)
+    purged = run("purge", "--config", str(config), "--dead-only", "--yes", "--json")
+    assert purged.exit_code == 0
+    assert json.loads(purged.stdout) == {"purged": 2}
+    after = status(config)
+    assert (after["destinations"], after["events"]) == ({}, 0)
+
+
+def test_replay_reports_what_failed_again(tmp_path: Path, segment: SegmentEmulator) -> None:
+    config = write_config(tmp_path, segment.url)
+    make_dead_letters(config, segment, 3)
+    segment.faults.set(statuses=[400] * 1000)
+    done = run("replay", "--config", str(config), "--json")
+    assert done.exit_code == 1
+    assert json.loads(done.stdout) == {
+        "replayed": 3,
+        "pending": {"segment": 0},
+        "dead": {"segment": 3},
+        "ok": False,
+    }
+
+
+def test_purge_asks_first(tmp_path: Path, segment: SegmentEmulator) -> None:
+    config = write_config(tmp_path, segment.url)
+    make_dead_letters(config, segment, 2)
+    declined = run("purge", "--config", str(config), input="n\n")
+    assert declined.exit_code == 1
+    assert "nothing deleted" in declined.stderr
+    assert status(config)["events"] == 2
+    accepted = run("purge", "--config", str(config), input="y\n")
+    assert accepted.exit_code == 0
+    assert "deleted 2 row(s)" in accepted.stdout
+    assert status(config)["events"] == 0
+
+
+def test_status_of_an_outbox_not_created_yet(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    data = status(config)
+    assert data["exists"] is False
+    assert not (tmp_path / "outbox.db").exists()  # looking does not create it
+
+
+@pytest.mark.parametrize(
+    ("queue", "message"),
+    [
+        ("", "no [queue] table"),
+        ("[queue]\nenabled = false\n", "no [queue] table"),
+        ('[queue]\nbackend = "memory"\n', "memory"),
+    ],
+)
+def test_commands_need_a_sqlite_outbox(tmp_path: Path, queue: str, message: str) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9", queue=queue)
+    for command in ("status", "replay", "purge"):
+        done = run(command, "--config", str(config))
+        assert done.exit_code == 2
+        assert message in done.stderr
+
+
+def test_replay_names_an_unknown_destination(tmp_path: Path, segment: SegmentEmulator) -> None:
+    config = write_config(tmp_path, segment.url)
+    make_dead_letters(config, segment, 1)
+    done = run("replay", "--config", str(config), "--destination", "nope")
+    assert done.exit_code == 2
+    assert "'nope'" in done.stderr
+    assert "segment" in done.stderr
+
+
+def test_outbox_group_help() -> None:
+    done = CliRunner().invoke(CLI, ["outbox", "--help"])
+    assert done.exit_code == 0
+    for command in ("status", "replay", "purge"):
+        assert command in done.stdout
+    assert isinstance(outbox, click.Group)
