@@ -22,7 +22,7 @@ from router_core.plugins import PluginRegistry
 from router_core.secrets import register_secret, secrets_in
 from router_core.settings import ROUTING_KEYS, DestinationSettings, RoutingSettings
 
-__all__ = ["DestinationConfig", "LoggingSettings", "RouterConfig", "interpolate"]
+__all__ = ["DestinationConfig", "LoggingSettings", "RouterConfig", "interpolate", "read_toml"]
 
 DEFAULT_CONFIG_PATH = Path("config/router.toml")
 
@@ -36,6 +36,19 @@ class LoggingSettings(BaseModel):
 
     format: Literal["console", "json"] = "console"
     level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+def read_toml(path: str | os.PathLike[str], kind: str = "config file") -> dict[str, Any]:
+    """Parse a TOML file; any failure is a ``ConfigError`` naming the file."""
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{kind} {str(p)!r} does not exist"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot read {kind} {str(p)!r}: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"not valid TOML: {exc}"], source=str(p)) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,16 +106,7 @@ class RouterConfig:
     @classmethod
     def load(cls, path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> RouterConfig:
         """Read a TOML config file."""
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError([f"config file {str(p)!r} does not exist"]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"cannot read {str(p)!r}: {exc}"]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"not valid TOML: {exc}"], source=str(p)) from None
-        return cls.from_dict(data, source=str(p))
+        return cls.from_dict(read_toml(path), source=str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> RouterConfig:

@@ -23,15 +23,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from router_core.config import LoggingSettings, RouterConfig
+from router_core.config import LoggingSettings, RouterConfig, read_toml
 from router_core.errors import ConfigError, RouterError
 from router_core.events import Event
 from router_core.plugins import PluginRegistry
@@ -105,16 +103,7 @@ class Job(BaseModel):
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Job:
         """Read a job file; ``ConfigError`` lists every problem, naming the file."""
-        p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError([f"job file {str(p)!r} does not exist"]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"cannot read job file {str(p)!r}: {exc}"]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([f"not valid TOML: {exc}"], source=str(p)) from None
-        return cls.from_dict(data, source=str(p))
+        return cls.from_dict(read_toml(path, kind="job file"), source=str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> Job:
