@@ -7,7 +7,7 @@ generated once, when the event is built, and is the idempotency key on every ret
 
 from __future__ import annotations
 
-import uuid
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal, TypeAlias, TypeVar
@@ -52,12 +52,40 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
+# A random (version 4, RFC 4122 variant) UUID: these bits say so.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
 def _new_message_id() -> str:
-    return str(uuid.uuid4())
+    # What str(uuid.uuid4()) gives, from the same os.urandom(16), in half the time: the UUID
+    # class does checks a fresh random number does not need. Every event pays for this.
+    digits = (int.from_bytes(os.urandom(16)) & _UUID4_CLEAR | _UUID4_SET).to_bytes(16).hex()
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+_PLAIN = frozenset({str, int, bool, type(None)})
+
+
+def _plain_copy(value: object) -> dict[str, Any] | None:
+    """A copy of ``value`` when it is a flat dict of strings, numbers, booleans and None.
+
+    That is most properties; ``to_jsonable`` (which also converts dates, decimals, nested
+    values, ...) would return the same dict, only slower. None means: use ``to_jsonable``.
+    """
+    if type(value) is not dict:
+        return None
+    for key, item in value.items():
+        kind = type(item)
+        if type(key) is not str or (
+            kind not in _PLAIN and (kind is not float or item - item != 0)  # NaN, infinities
+        ):
+            return None
+    return dict(value)
 
 
 class Event(BaseModel):
@@ -101,6 +129,9 @@ class Event(BaseModel):
     def _jsonable(cls, value: Any, info: Any) -> Any:
         if value is None:
             return {}
+        plain = _plain_copy(value)
+        if plain is not None:
+            return plain
         if not isinstance(value, Mapping):
             return value  # pydantic reports the wrong type with the field name
         converted: dict[str, Any] = to_jsonable(value, info.field_name)

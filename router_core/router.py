@@ -65,6 +65,10 @@ class Router:
         self._config = config
         self._registry = plugins if plugins is not None else default_registry()
         self._resolved = config.resolve(self._registry, env)
+        # With no filters anywhere every event goes everywhere: send() need not ask each one.
+        self._unfiltered: tuple[str, ...] | None = None
+        if all(d.routing.types is None and d.routing.events is None for d in self._resolved):
+            self._unfiltered = tuple(d.name for d in self._resolved)
         if config.source is not None and not structlog.is_configured():
             configure_logging(config.logging.format, config.logging.level)
         ensure_configured()
@@ -164,17 +168,23 @@ class Router:
         return await asyncio.wrap_future(self._runtime.submit(self._fan_out(parsed)))
 
     def _enqueue(self, queue: QueuedDelivery, event: Event) -> SendReport:
-        chosen: list[str] = []
-        skipped: list[str] = []
-        for d in self._resolved:
-            (chosen if d.routing.accepts(event) else skipped).append(d.name)
+        chosen: tuple[str, ...]
+        skipped: tuple[str, ...] = ()
+        if self._unfiltered is not None:
+            chosen = self._unfiltered
+        else:
+            accepted = [d.routing.accepts(event) for d in self._resolved]
+            chosen = tuple(d.name for d, ok in zip(self._resolved, accepted, strict=True) if ok)
+            skipped = tuple(
+                d.name for d, ok in zip(self._resolved, accepted, strict=True) if not ok
+            )
         queue.enqueue(event, chosen)
         return SendReport(
             message_id=event.message_id,
             results={},
-            skipped=tuple(skipped),
+            skipped=skipped,
             queued=True,
-            queued_for=tuple(chosen),
+            queued_for=chosen,
         )
 
     def flush(self, timeout: float | None = None) -> FlushResult:

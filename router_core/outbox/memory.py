@@ -265,6 +265,9 @@ class MemoryOutbox:
                 removed += len(doomed)
         return removed
 
+    def checkpoint(self) -> None:
+        """Nothing to do in memory."""
+
     def after_fork(self) -> None:
         self._lock = threading.Lock()
         self._events.clear()

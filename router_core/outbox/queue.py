@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import threading
 import time
 import weakref
@@ -26,6 +27,7 @@ from router_core.destination import Destination
 from router_core.events import Event
 from router_core.outbox.errors import OutboxFullError
 from router_core.outbox.memory import MemoryOutbox
+from router_core.outbox.recent import RecentEvents
 from router_core.outbox.settings import QueueSettings
 from router_core.outbox.sqlite import SQLiteOutbox
 from router_core.outbox.store import Outbox
@@ -41,6 +43,10 @@ Targets = Callable[[], Sequence[tuple[LoadedPlugin, Destination[Any]]]]
 
 _WAIT_POLL_S = 0.05  # how often waiters look at the outbox when no worker of ours signals
 _STOP_GRACE_S = 2.0  # after the drain: how long a request in flight may take to finish
+# Events kept validated for this process's workers (about 2 KB each): enough for the workers
+# to find every event in a burst they are catching up on, small next to a large backlog.
+_RECENT_EVENTS = 10_000
+_CHECKPOINT_S = 0.25  # how often the write-ahead log is copied into the database file
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +96,20 @@ class QueuedDelivery:
         outbox: Outbox | None = None,
     ) -> None:
         self.settings = settings
+        self._max_bytes = settings.byte_limit
         self.outbox: Outbox = outbox if outbox is not None else open_outbox(settings)
         self._runtime = runtime
         self._targets = targets
         self._names = tuple(destinations)
         self._workers: dict[str, DestinationWorker] = {}
+        self._housekeeper: asyncio.Task[None] | None = None
         self._started_pid: int | None = None
         self._start_lock = threading.Lock()
         self._progress = threading.Condition()
         self._flushing = 0
         self._closed = False
-        self._fork_held: threading.Lock | None = None
+        self._fork_held: list[threading.Lock] = []
+        self._recent = RecentEvents(_RECENT_EVENTS)
         _live.add(self)
 
     @property
@@ -128,6 +137,7 @@ class QueuedDelivery:
                 plugin=plugin,
                 destination=destination,
                 settings=self.settings,
+                recent=self._recent,
                 is_flushing=lambda: self._flushing > 0,
                 on_progress=self._notify_progress,
             )
@@ -135,6 +145,19 @@ class QueuedDelivery:
                 worker.run(), name=f"event-router-outbox-{destination.name}"
             )
             self._workers[destination.name] = worker
+        if isinstance(self.outbox, SQLiteOutbox):
+            self._housekeeper = asyncio.create_task(
+                self._checkpoints(), name="event-router-outbox-checkpoint"
+            )
+
+    async def _checkpoints(self) -> None:
+        """Checkpoint the outbox now and then, in a worker thread: not in send()'s commits."""
+        while True:
+            await asyncio.sleep(_CHECKPOINT_S)
+            try:
+                await asyncio.to_thread(self.outbox.checkpoint)
+            except (sqlite3.Error, RuntimeError) as exc:  # busy, or shutting down: next time
+                log.debug("outbox_checkpoint_skipped", error=f"{type(exc).__name__}: {exc}")
 
     def _notify_progress(self) -> None:
         with self._progress:
@@ -154,12 +177,13 @@ class QueuedDelivery:
         """
         if not destinations:
             return
-        self.start()
+        if self._started_pid is None:  # first use in this process (a fork resets it)
+            self.start()
         settings = self.settings
         payload = event.model_dump_json()
-        size = len(payload.encode())
-        max_bytes = settings.byte_limit
-        if size > max_bytes:
+        max_bytes = self._max_bytes
+        # UTF-8 takes at most 4 bytes a character: most events need no byte count here.
+        if len(payload) * 4 > max_bytes and (size := len(payload.encode())) > max_bytes:
             raise OutboxFullError(
                 f"event {event.message_id!r} is {size:,} bytes, more than the whole outbox "
                 f"may hold (max_bytes = {max_bytes:,})",
@@ -167,7 +191,7 @@ class QueuedDelivery:
                 value=max_bytes,
                 stored=0,
             )
-        deadline = time.monotonic() + settings.block_timeout
+        deadline: float | None = None
         while True:
             full = self.outbox.enqueue(
                 event.message_id,
@@ -178,7 +202,10 @@ class QueuedDelivery:
                 max_bytes=max_bytes,
             )
             if full is None:
+                self._recent.put(event, payload, len(destinations))
                 break
+            if deadline is None:
+                deadline = time.monotonic() + settings.block_timeout
             remaining = deadline - time.monotonic()
             if settings.when_full == "refuse" or remaining <= 0:
                 raise _full_error(full, settings, self.outbox.location)
@@ -248,6 +275,10 @@ class QueuedDelivery:
         return result
 
     async def _stop_workers(self) -> None:
+        housekeeper, self._housekeeper = self._housekeeper, None
+        if housekeeper is not None:
+            housekeeper.cancel()
+            await asyncio.gather(housekeeper, return_exceptions=True)
         workers = list(self._workers.values())
         self._workers = {}
         for worker in workers:
@@ -277,23 +308,30 @@ class QueuedDelivery:
     # -- fork -----------------------------------------------------------------------------
 
     def _before_fork(self) -> None:
-        # No thread of ours may be inside SQLite when the process forks.
-        lock = self.outbox.lock
-        if lock.acquire(timeout=10):
-            self._fork_held = lock
+        # No thread of ours may be inside SQLite when the process forks (a mutex held by a
+        # thread the child does not have would hang the child): neither a send() or a worker
+        # (the outbox lock) nor a background checkpoint (its own lock, always taken second).
+        locks = [self.outbox.lock]
+        if isinstance(self.outbox, SQLiteOutbox):
+            locks.append(self.outbox.checkpoint_lock)
+        for lock in locks:
+            if lock.acquire(timeout=10):
+                self._fork_held.append(lock)
 
     def _after_fork_in_parent(self) -> None:
-        held, self._fork_held = self._fork_held, None
-        if held is not None:
-            held.release()
+        held, self._fork_held = self._fork_held, []
+        for lock in reversed(held):
+            lock.release()
 
     def _after_fork_in_child(self) -> None:
-        self._fork_held = None
+        self._fork_held = []
         self._workers = {}  # they ran on the parent's loop, which does not exist here
+        self._housekeeper = None
         self._started_pid = None
         self._start_lock = threading.Lock()
         self._progress = threading.Condition()
         self._flushing = 0
+        self._recent = RecentEvents(_RECENT_EVENTS)  # the parent's lock may be held
         self.outbox.after_fork()
 
 

@@ -3,7 +3,18 @@
 Each event's JSON is stored once in ``events``; ``deliveries`` holds one row per destination
 (primary key ``(destination, event_id)``), so each destination's acknowledgment is recorded on
 its own. Delivered rows are deleted, and an event goes when no row needs it any more.
-``totals`` is kept by triggers so the size check on every ``send()`` never counts rows.
+
+``send()`` writes one row and nothing else: the event, the destinations it goes to
+(``routes``, a JSON array) and ``total``, the running sum of the sizes of every event stored so
+far. The per-destination rows are made from ``routes`` later, many events in one statement, by
+whoever next claims rows (*routing*; ``totals.routed`` is the last event id routed). One row,
+no index and no trigger is what keeps the caller's commit short: each of those costs the
+commit another b-tree page.
+
+The size limits are still checked exactly on every ``send()`` without counting rows:
+``totals`` holds the events and bytes stored up to ``routed`` (kept by the routing and by a
+trigger on delete), and the events above ``routed`` are counted from their ids (they are
+consecutive and never deleted before they are routed) and ``total``.
 
 Claims use ``BEGIN IMMEDIATE`` (SQLite's write lock), so two processes can never claim the
 same rows; a claim is a token plus a lease deadline, so rows held by a process that died are
@@ -12,6 +23,7 @@ claimable again once the deadline passes.
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import threading
@@ -30,11 +42,13 @@ SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE events (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    id INTEGER PRIMARY KEY,
     message_id TEXT NOT NULL,
     payload TEXT NOT NULL,
     size INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    routes TEXT,
+    total INTEGER
 );
 CREATE TABLE deliveries (
     destination TEXT NOT NULL,
@@ -58,18 +72,44 @@ CREATE INDEX deliveries_by_claim ON deliveries (claim_token) WHERE claim_token I
 CREATE TABLE totals (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     events INTEGER NOT NULL,
-    bytes INTEGER NOT NULL
+    bytes INTEGER NOT NULL,
+    routed INTEGER NOT NULL DEFAULT 0,
+    routed_total INTEGER NOT NULL DEFAULT 0
 );
 INSERT INTO totals (id, events, bytes) VALUES (1, 0, 0);
-CREATE TRIGGER events_added AFTER INSERT ON events BEGIN
-    UPDATE totals SET events = events + 1, bytes = bytes + NEW.size WHERE id = 1;
-END;
 CREATE TRIGGER events_removed AFTER DELETE ON events BEGIN
     UPDATE totals SET events = events - 1, bytes = bytes - OLD.size WHERE id = 1;
 END;
 """
 
+# The newest event, and what is stored: t.events/t.bytes up to t.routed, plus the events
+# above it (ids consecutive from t.routed + 1; ``total`` is the running sum of sizes).
+_NEWEST = "(SELECT id, total FROM events ORDER BY id DESC LIMIT 1)"
+_STORED_EVENTS = "t.events + max(coalesce(e.id, 0) - t.routed, 0)"
+_STORED_BYTES = "t.bytes + CASE WHEN e.id > t.routed THEN e.total - t.routed_total ELSE 0 END"
+
+# One statement: the size check and the insert are atomic without BEGIN ... COMMIT.
+# Parameters: message_id, payload, size, created_at, routes, max_events, max_bytes.
+_INSERT = (
+    "INSERT INTO events (id, message_id, payload, size, created_at, routes, total)"
+    " SELECT max(t.routed, coalesce(e.id, 0)) + 1, ?1, ?2, ?3, ?4, ?5,"
+    " CASE WHEN e.id > t.routed THEN e.total ELSE t.routed_total END + ?3"
+    f" FROM totals AS t LEFT JOIN {_NEWEST} AS e"
+    f" WHERE (?6 IS NULL OR {_STORED_EVENTS} < ?6)"
+    f" AND (?7 IS NULL OR {_STORED_BYTES} + ?3 <= ?7)"
+)
+_STORED = (
+    f"SELECT {_STORED_EVENTS}, {_STORED_BYTES}, t.routed FROM totals AS t LEFT JOIN {_NEWEST} AS e"
+)
+
+_ROUTE_CHUNK = 2000  # events routed per transaction: short enough not to hold up send()
+_MAX_CACHED_ROUTES = 256
+
 _BUSY_TIMEOUT_S = 15.0
+# The router copies the write-ahead log into the database from a background thread
+# (``checkpoint()``), so that no send() pays for it. SQLite's own checkpoint on commit, which
+# runs in whichever thread commits, is kept only as a backstop at this many pages (64 MB).
+_AUTOCHECKPOINT_PAGES = 16384
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 
 # Connections inherited across fork() are never used or closed in the child (SQLite forbids
@@ -88,6 +128,10 @@ class SQLiteOutbox:
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
         self._closed = False
+        # A connection of its own: a checkpoint runs beside writes, not under self._lock.
+        self._checkpoint_lock = threading.Lock()
+        self._checkpoint_conn: sqlite3.Connection | None = None
+        self._routes: dict[tuple[str, ...], str] = {}
         with self._lock:
             self._connection()  # fail now, in the constructor, when the file is unusable
 
@@ -99,6 +143,11 @@ class SQLiteOutbox:
     def lock(self) -> threading.Lock:
         """Held around every use of the connection (fork handlers take it too)."""
         return self._lock
+
+    @property
+    def checkpoint_lock(self) -> threading.Lock:
+        """Held around every use of the checkpoint connection (fork handlers take it too)."""
+        return self._checkpoint_lock
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -121,6 +170,7 @@ class SQLiteOutbox:
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+            conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
             self._migrate(conn)
         except BaseException:
             conn.close()
@@ -162,9 +212,53 @@ class SQLiteOutbox:
                 raise
             conn.execute("COMMIT")
 
+    @contextmanager
+    def _snapshot(self) -> Iterator[sqlite3.Connection]:
+        """One read transaction, under the lock: several queries see the same state."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN")
+            try:
+                yield conn
+            finally:
+                conn.execute("COMMIT")
+
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             return self._connection().execute(sql, params).fetchall()
+
+    def _route(self, conn: sqlite3.Connection) -> bool:
+        """Make the per-destination rows of the next events not routed yet (in a write
+        transaction). Returns True when events are still left to route."""
+        routed, routed_total = conn.execute("SELECT routed, routed_total FROM totals").fetchone()
+        newest = conn.execute("SELECT max(id) FROM events").fetchone()[0]
+        if newest is None or newest <= routed:
+            return False
+        upto = min(newest, routed + _ROUTE_CHUNK)
+        count, upto_total = conn.execute(
+            "SELECT COUNT(*), max(total) FROM events WHERE id > ? AND id <= ?", (routed, upto)
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO deliveries (destination, event_id, next_attempt_at, since, updated_at)"
+            " SELECT r.value, e.id, e.created_at, e.created_at, e.created_at"
+            " FROM events AS e, json_each(e.routes) AS r WHERE e.id > ? AND e.id <= ?",
+            (routed, upto),
+        )
+        conn.execute(
+            "UPDATE totals SET events = events + ?, bytes = bytes + ?, routed = ?,"
+            " routed_total = ? WHERE id = 1",
+            (count, upto_total - routed_total, upto, upto_total),
+        )
+        return bool(upto < newest)
+
+    def _routes_of(self, destinations: Sequence[str]) -> str:
+        key = tuple(destinations)
+        routes = self._routes.get(key)
+        if routes is None:
+            routes = json.dumps(list(dict.fromkeys(key)))  # each destination once
+            if len(self._routes) < _MAX_CACHED_ROUTES:
+                self._routes[key] = routes
+        return routes
 
     # -- writing ------------------------------------------------------------------------------
 
@@ -178,23 +272,28 @@ class SQLiteOutbox:
         max_events: int | None,
         max_bytes: int | None,
     ) -> tuple[str, int, int] | None:
-        size = len(payload.encode())
+        size = len(payload) if payload.isascii() else len(payload.encode())  # UTF-8 bytes
+        params = (
+            message_id,
+            payload,
+            size,
+            now,
+            self._routes_of(destinations),
+            max_events,
+            max_bytes,
+        )
+        with self._lock:
+            if self._connection().execute(_INSERT, params).rowcount == 1:
+                return None
+        # Full (or it looked so): decide which limit in a transaction, and store the event
+        # after all if another process made room in between.
         with self._write() as conn:
-            events, stored = conn.execute("SELECT events, bytes FROM totals").fetchone()
+            events, stored, _ = conn.execute(_STORED).fetchone()
             if max_events is not None and events + 1 > max_events:
                 return ("max_events", max_events, events)
             if max_bytes is not None and stored + size > max_bytes:
                 return ("max_bytes", max_bytes, stored)
-            cursor = conn.execute(
-                "INSERT INTO events (message_id, payload, size, created_at) VALUES (?, ?, ?, ?)",
-                (message_id, payload, size, now),
-            )
-            event_id = cursor.lastrowid
-            conn.executemany(
-                "INSERT INTO deliveries (destination, event_id, next_attempt_at, since,"
-                " updated_at) VALUES (?, ?, ?, ?, ?)",
-                [(d, event_id, now, now, now) for d in destinations],
-            )
+            conn.execute(_INSERT, params)
         return None
 
     def claim(
@@ -208,37 +307,32 @@ class SQLiteOutbox:
         lease_until: float,
     ) -> list[ClaimedRow]:
         limit = max(1, min(batch_size, limits.max_events))
-        with self._write() as conn:
-            candidates = conn.execute(
-                # Walk this destination's pending rows in order; dead rows are never visited.
-                "SELECT d.event_id, e.size FROM deliveries AS d INDEXED BY deliveries_by_state"
-                " JOIN events AS e ON e.id = d.event_id"
-                " WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ?"
-                " AND (d.claimed_until IS NULL OR d.claimed_until <= ?)"
-                " ORDER BY d.event_id LIMIT ?",
-                (destination, now, now, limit),
-            ).fetchall()
-            count = plan_batch([size for _, size in candidates], limits, batch_size)
-            ids = [event_id for event_id, _ in candidates[:count]]
-            rows: list[ClaimedRow] = []
-            for chunk in _chunks(ids):
-                marks = ",".join("?" * len(chunk))
-                conn.execute(
-                    "UPDATE deliveries SET claim_token = ?, claimed_until = ?"
-                    f" WHERE destination = ? AND event_id IN ({marks})",
-                    (token, lease_until, destination, *chunk),
-                )
-                rows.extend(
-                    ClaimedRow(*row)
-                    for row in conn.execute(
-                        "SELECT e.id, e.message_id, e.payload, e.size, d.attempts, d.since"
-                        " FROM deliveries AS d JOIN events AS e ON e.id = d.event_id"
-                        f" WHERE d.destination = ? AND d.event_id IN ({marks})"
-                        " ORDER BY d.event_id",
-                        (destination, *chunk),
+        while True:
+            with self._write() as conn:
+                more = self._route(conn)
+                # Walk this destination's pending rows in order; dead rows are never seen.
+                # The payloads come along: nearly always every row read is claimed.
+                candidates = conn.execute(
+                    "SELECT e.id, e.message_id, e.payload, e.size, d.attempts, d.since"
+                    " FROM deliveries AS d INDEXED BY deliveries_by_state"
+                    " JOIN events AS e ON e.id = d.event_id"
+                    " WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ?"
+                    " AND (d.claimed_until IS NULL OR d.claimed_until <= ?)"
+                    " ORDER BY d.event_id LIMIT ?",
+                    (destination, now, now, limit),
+                ).fetchall()
+                if len(candidates) < limit and more:
+                    # Not a full request yet and events are left to route: commit this chunk
+                    # and route the next in a transaction of its own (send() gets in between).
+                    continue
+                taken = candidates[: plan_batch([c[3] for c in candidates], limits, batch_size)]
+                for chunk in _chunks([c[0] for c in taken]):
+                    conn.execute(
+                        "UPDATE deliveries SET claim_token = ?, claimed_until = ?"
+                        f" WHERE destination = ? AND event_id IN ({','.join('?' * len(chunk))})",
+                        (token, lease_until, destination, *chunk),
                     )
-                )
-        return rows
+            return [ClaimedRow(*row) for row in taken]
 
     def extend(self, destination: str, token: str, lease_until: float) -> None:
         with self._write() as conn:
@@ -317,28 +411,34 @@ class SQLiteOutbox:
 
     def pending(self, destinations: Sequence[str], up_to: int | None = None) -> dict[str, int]:
         bound = up_to if up_to is not None else (1 << 62)
-        with self._lock:
-            conn = self._connection()
+        with self._snapshot() as conn:
+            routed = conn.execute("SELECT routed FROM totals").fetchone()[0]
             return {
                 d: conn.execute(
                     "SELECT COUNT(*) FROM deliveries"
                     " WHERE destination = ? AND state = 'pending' AND event_id <= ?",
                     (d, bound),
                 ).fetchone()[0]
+                + conn.execute(
+                    "SELECT COUNT(*) FROM events AS e, json_each(e.routes) AS r"
+                    " WHERE e.id > ? AND e.id <= ? AND r.value = ?",
+                    (routed, bound, d),
+                ).fetchone()[0]
                 for d in destinations
             }
 
     def any_pending(self, destinations: Sequence[str], up_to: int | None = None) -> bool:
         bound = up_to if up_to is not None else (1 << 62)
-        with self._lock:
-            conn = self._connection()
+        with self._snapshot() as conn:
+            routed = conn.execute("SELECT routed FROM totals").fetchone()[0]
             return any(
                 conn.execute(
-                    "SELECT 1 FROM deliveries WHERE destination = ? AND state = 'pending'"
-                    " AND event_id <= ? LIMIT 1",
-                    (d, bound),
-                ).fetchone()
-                is not None
+                    "SELECT EXISTS (SELECT 1 FROM deliveries WHERE destination = ?"
+                    " AND state = 'pending' AND event_id <= ?) OR EXISTS (SELECT 1"
+                    " FROM events AS e, json_each(e.routes) AS r"
+                    " WHERE e.id > ? AND e.id <= ? AND r.value = ?)",
+                    (d, bound, routed, bound, d),
+                ).fetchone()[0]
                 for d in destinations
             )
 
@@ -358,25 +458,37 @@ class SQLiteOutbox:
         return int(row[0][0] or 0)
 
     def stats(self, now: float) -> OutboxStats:
-        with self._lock:
-            conn = self._connection()
+        with self._snapshot() as conn:
             rows = conn.execute(
                 "SELECT destination, CASE"
                 " WHEN state = 'dead' THEN 'dead'"
                 " WHEN claimed_until IS NOT NULL AND claimed_until > ? THEN 'in_flight'"
                 " WHEN attempts > 0 THEN 'retrying'"
                 " ELSE 'pending' END AS s, COUNT(*)"
-                " FROM deliveries GROUP BY destination, s ORDER BY destination",
+                " FROM deliveries GROUP BY destination, s",
                 (now,),
             ).fetchall()
-            events, stored = conn.execute("SELECT events, bytes FROM totals").fetchone()
+            events, stored, routed = conn.execute(_STORED).fetchone()
+            # Events not routed yet are pending for each destination they go to.
+            rows += conn.execute(
+                "SELECT r.value, 'pending', COUNT(*) FROM events AS e, json_each(e.routes) AS r"
+                " WHERE e.id > ? GROUP BY r.value",
+                (routed,),
+            ).fetchall()
             oldest = conn.execute(
                 "SELECT MIN(e.created_at) FROM deliveries AS d"
                 " JOIN events AS e ON e.id = d.event_id WHERE d.state = 'pending'"
             ).fetchone()[0]
+            if oldest is None:  # routed events are older than the others
+                oldest = conn.execute(
+                    "SELECT MIN(created_at) FROM events WHERE id > ?"
+                    " AND json_array_length(routes) > 0",
+                    (routed,),
+                ).fetchone()[0]
         counts: dict[str, dict[str, int]] = {}
-        for destination, state, count in rows:
-            counts.setdefault(destination, {})[state] = count
+        for destination, state, count in sorted(rows):
+            per = counts.setdefault(destination, {})
+            per[state] = per.get(state, 0) + count
         return OutboxStats(counts=counts, events=events, bytes=stored, oldest_pending=oldest)
 
     # -- maintenance --------------------------------------------------------------------------
@@ -400,7 +512,14 @@ class SQLiteOutbox:
             ["destination = ?"] if destination is not None else []
         )
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+        while True:
+            with self._write() as conn:
+                # Every event gets its rows first: the rows decide what is purged.
+                if not self._route(conn):
+                    break
         with self._write() as conn:
+            while self._route(conn):
+                pass  # what arrived since
             cursor = conn.execute(
                 f"DELETE FROM deliveries{where}", (destination,) if destination is not None else ()
             )
@@ -413,17 +532,40 @@ class SQLiteOutbox:
 
     # -- lifecycle ----------------------------------------------------------------------------
 
+    def checkpoint(self) -> None:
+        """Copy what the write-ahead log holds into the database file (``PASSIVE``: it never
+        waits for, nor holds up, writers and readers)."""
+        with self._checkpoint_lock:
+            if self._closed:
+                return
+            conn = self._checkpoint_conn
+            if conn is None:
+                conn = sqlite3.connect(
+                    self._path,
+                    timeout=_BUSY_TIMEOUT_S,
+                    isolation_level=None,
+                    check_same_thread=False,  # every use is under self._checkpoint_lock
+                )
+                self._checkpoint_conn = conn
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
     def after_fork(self) -> None:
-        # The lock may have been held by a thread that does not exist in the child.
+        # The locks may have been held by a thread that does not exist in the child.
         self._lock = threading.Lock()
-        if self._conn is not None:
-            _abandoned.append(self._conn)
-            self._conn = None
+        self._checkpoint_lock = threading.Lock()
+        for conn in (self._conn, self._checkpoint_conn):
+            if conn is not None:
+                _abandoned.append(conn)
+        self._conn = self._checkpoint_conn = None
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
             conn, self._conn = self._conn, None
+            if conn is not None:
+                conn.close()
+        with self._checkpoint_lock:
+            conn, self._checkpoint_conn = self._checkpoint_conn, None
             if conn is not None:
                 conn.close()
 

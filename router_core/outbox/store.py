@@ -210,6 +210,11 @@ class Outbox(Protocol):
         """Delete rows (only dead ones with ``dead_only``); return how many rows went."""
         ...
 
+    def checkpoint(self) -> None:
+        """Housekeeping kept off ``enqueue()``'s path, run now and then from a background
+        thread (SQLite: copy the write-ahead log into the database file)."""
+        ...
+
     def after_fork(self) -> None:
         """In a forked child: drop what belongs to the parent (connections, locks)."""
         ...

@@ -28,6 +28,7 @@ from router_core.delivery import Outcome, attempt_limit, deliver_batch, deliver_
 from router_core.destination import Destination
 from router_core.errors import InvalidEventError
 from router_core.events import Event
+from router_core.outbox.recent import RecentEvents
 from router_core.outbox.settings import QueueSettings
 from router_core.outbox.store import ENVELOPE_BYTES, ClaimedRow, Outbox, estimate_bytes
 from router_core.plugins import LoadedPlugin
@@ -50,6 +51,7 @@ class DestinationWorker:
         plugin: LoadedPlugin,
         destination: Destination[Any],
         settings: QueueSettings,
+        recent: RecentEvents,
         is_flushing: Callable[[], bool],
         on_progress: Callable[[], None],
     ) -> None:
@@ -58,6 +60,7 @@ class DestinationWorker:
         self._plugin = plugin
         self._destination = destination
         self._settings = settings
+        self._recent = recent
         self._is_flushing = is_flushing
         self._on_progress = on_progress
         self._log = destination.log
@@ -71,8 +74,6 @@ class DestinationWorker:
         self._stopping = False
         # Hints from send(): how many events arrived since the last claim, and since when.
         self._hint_lock = threading.Lock()
-        self._hint_incoming = 0
-        self._wake_scheduled = False
         self._hint = 0
         self._hint_since = 0.0
         self._last_empty: float | None = None  # when a claim last found nothing due
@@ -87,14 +88,20 @@ class DestinationWorker:
     # -- called from any thread ---------------------------------------------------------------
 
     def hint(self) -> None:
-        """An event for this destination was just stored (thread-safe, cheap)."""
+        """An event for this destination was just stored (thread-safe, cheap).
+
+        Only two hints wake the worker: the first after a claim (it starts the
+        ``flush_interval`` clock) and the one that makes a full batch. Waking the loop for
+        every event would cost the caller a write to the loop's self-pipe, and the loop
+        thread a trip through the GIL, per event.
+        """
         with self._hint_lock:
-            self._hint_incoming += 1
-            if self._wake_scheduled:
-                return
-            self._wake_scheduled = True
-        with contextlib.suppress(RuntimeError):  # the loop is already closed
-            self._loop.call_soon_threadsafe(self._take_hints)
+            self._hint += 1
+            count = self._hint
+            if count == 1:
+                self._hint_since = time.monotonic()
+        if count in (1, self._batch_size):
+            self.wake()
 
     def wake(self) -> None:
         """Look at the outbox now (thread-safe): a flush started or the worker must stop."""
@@ -102,16 +109,6 @@ class DestinationWorker:
             self._loop.call_soon_threadsafe(self._wake.set)
 
     # -- on the loop --------------------------------------------------------------------------
-
-    def _take_hints(self) -> None:
-        with self._hint_lock:
-            count, self._hint_incoming = self._hint_incoming, 0
-            self._wake_scheduled = False
-        if count:
-            if self._hint == 0:
-                self._hint_since = time.monotonic()
-            self._hint += count
-            self._wake.set()
 
     def stop(self) -> None:
         """Finish the current round, then end (on the loop)."""
@@ -154,6 +151,7 @@ class DestinationWorker:
     async def _round(self) -> None:
         token = f"{os.getpid()}-{uuid.uuid4().hex}"
         now = time.time()
+        seen = self._hint  # events hinted before the claim: it sees all of them
         rows = self._outbox.claim(
             self.name,
             limits=self._limits,
@@ -162,13 +160,14 @@ class DestinationWorker:
             now=now,
             lease_until=now + self._lease,
         )
-        self._hint = max(0, self._hint - len(rows))
-        if not self._full(rows):
-            # Everything due was taken: wait for new events (or the next poll) from here.
-            self._hint = 0
-            self._last_empty = time.monotonic()
-        else:
-            self._last_empty = None
+        full = self._full(rows)
+        with self._hint_lock:
+            # Everything due was taken unless the batch is full: what is left to hint about
+            # came in during the claim, and its clock starts now.
+            self._hint = max(0, self._hint - (len(rows) if full else seen))
+            if self._hint:
+                self._hint_since = time.monotonic()
+        self._last_empty = None if full else time.monotonic()
         if not rows:
             return
         self._token, self._lease_until = token, now + self._lease
@@ -191,7 +190,12 @@ class DestinationWorker:
 
     async def _deliver(self, rows: Sequence[ClaimedRow]) -> None:
         parsed: list[tuple[ClaimedRow, Event]] = []
+        recent = self._recent
         for row in rows:
+            event = recent.take(row.message_id, row.payload)
+            if event is not None:  # validated by send() in this process, stored as is
+                parsed.append((row, event))
+                continue
             try:
                 parsed.append((row, Event.parse(json.loads(row.payload))))
             except (ValueError, InvalidEventError) as exc:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ _encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow
 
 
 _MESSAGE_ID_NAMESPACE = uuid.UUID("6f0d6c2e-9d7b-4d1e-8a3e-2b5f1c0e7a41")  # fixed forever
+# A UUID already in the form str(uuid.UUID(...)) gives: most message ids (the router's own).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +101,8 @@ def capture_uuid(message_id: str) -> str:
     PostHog accepts only UUIDs there. A message id that is one is sent as is; any other id an
     app chose (``order-42``) becomes a UUID derived from it, the same on every retry.
     """
+    if _CANONICAL_UUID.fullmatch(message_id):
+        return message_id  # what str(uuid.UUID(message_id)) would give, without parsing it
     try:
         return str(uuid.UUID(message_id))
     except ValueError:
