@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any, Literal, TextIO
 
@@ -32,6 +33,43 @@ def redact_secrets(
             else:
                 event_dict[key] = redact(value)
     return event_dict
+
+
+class _LineWriter:
+    """A structlog logger that writes each line with one call, under a fork-safe lock.
+
+    structlog's own PrintLogger keeps a lock per file for the life of the process; a child
+    forked while the router's thread held it (gunicorn --preload, Celery prefork) would hang on
+    its first log line. This lock is replaced in every forked child.
+    """
+
+    _lock = threading.Lock()
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        stream = self._stream or sys.stderr  # looked up per line: tests swap sys.stderr
+        with _LineWriter._lock:
+            stream.write(message + "\n")
+            stream.flush()
+
+    log = debug = info = warning = warn = error = err = critical = exception = failure = msg
+
+
+def _new_lock_in_child() -> None:
+    _LineWriter._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
+class _LineWriterFactory:
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def __call__(self, *args: Any) -> _LineWriter:
+        return _LineWriter(self._stream)
 
 
 def configure_logging(
@@ -62,7 +100,7 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        logger_factory=_LineWriterFactory(stream),
         cache_logger_on_first_use=True,
     )
 
