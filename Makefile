@@ -31,8 +31,10 @@ test: lint typecheck unit
 demo: install
 	$(BIN)/event-router demo
 
+# `make bench BENCH_ARGS="--quick"` for a smoke run; see docs/benchmarks.md.
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -47,7 +47,7 @@ class QueueSettings(BaseModel):
     backend: Literal["sqlite", "memory"] = "sqlite"
     path: Path = DEFAULT_OUTBOX_PATH
     synchronous: Literal["normal", "full"] = "normal"
-    batch_size: int = Field(default=100, ge=1, le=100_000)
+    batch_size: int = Field(default=500, ge=1, le=100_000)
     flush_interval: float = Field(default=0.5, gt=0, le=3600)
     concurrency: int = Field(default=10, ge=1, le=1000)
     max_events: int | None = Field(default=None, ge=1)

@@ -1,0 +1,181 @@
+"""event-router against the vendors' own SDKs, side by side, on local emulators.
+
+    .venv/bin/python -m bench                 # the whole suite (a few minutes)
+    .venv/bin/python -m bench --quick         # a smoke run with small counts (seconds)
+    .venv/bin/python -m bench --repeat 5 --json results.json --chart docs/benchmarks.png
+
+Every figure comes from real HTTP on 127.0.0.1: each emulator runs in a process of its own,
+as a vendor runs on a machine of its own. Nothing here is a pass/fail test; the suite prints
+figures, the ratios between them, and how they compare with the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import backlog, caller, fanout, throughput
+from bench.measure import machine
+from bench.workload import quiet_logs
+
+SECTIONS = ("caller", "throughput", "fanout", "backlog", "scaling")
+
+# Targets the figures are compared with (printed, never asserted).
+CALLER_RATIO_MAX = 1 / 3
+THROUGHPUT_RATIO_MIN = 5.0
+FANOUT_8_MAX_MS = 150.0
+BACKLOG_PEAK_MAX_MB = 150.0
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """How much work each section does."""
+
+    repeat: int
+    caller_events: int
+    throughput_events: int
+    fanout_sends: int
+    backlog_events: int
+    scaling_events: int
+    batch_sizes: tuple[int, ...] = (10, 25, 50, 100, 250, 500, 1000)
+    destination_counts: tuple[int, ...] = (1, 2, 4, 8)
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    quick = args.quick
+    return Plan(
+        repeat=args.repeat or (1 if quick else 3),
+        caller_events=args.caller_events or (2_000 if quick else 20_000),
+        throughput_events=args.events or (5_000 if quick else 100_000),
+        fanout_sends=args.fanout_sends or (3 if quick else 20),
+        backlog_events=args.backlog_events or (20_000 if quick else 1_000_000),
+        scaling_events=args.scaling_events or (2_000 if quick else 20_000),
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench", description=(__doc__ or "").splitlines()[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small counts, one run each")
+    parser.add_argument("--repeat", type=int, help="runs per headline figure (default 3)")
+    parser.add_argument(
+        "--only", help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})"
+    )
+    parser.add_argument("--events", type=int, help="events per throughput run (100,000)")
+    parser.add_argument("--caller-events", type=int, help="timed sends per caller run (20,000)")
+    parser.add_argument("--fanout-sends", type=int, help="sends per fan-out figure (20)")
+    parser.add_argument("--backlog-events", type=int, help="backlog size (1,000,000)")
+    parser.add_argument("--scaling-events", type=int, help="events per scaling point (20,000)")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
+    parser.add_argument("--chart", type=Path, help="also draw the scaling chart to this PNG")
+    return parser
+
+
+def run(plan: Plan, sections: tuple[str, ...]) -> dict[str, Any]:
+    """Run ``sections`` of the suite; return every figure."""
+    quiet_logs()
+    results: dict[str, Any] = {"machine": machine(), "plan": asdict(plan)}
+    if "caller" in sections:
+        print(f"\nCaller cost: one event to Segment and PostHog ({plan.caller_events:,} timed)")
+        results["caller"] = caller.run(plan.caller_events, plan.repeat)
+    if "throughput" in sections:
+        print(f"\nThroughput: {plan.throughput_events:,} events to both, until acknowledged")
+        results["throughput"] = throughput.run(plan.throughput_events, plan.repeat)
+    if "fanout" in sections:
+        print("\nDirect-mode fan-out: destinations answering in 100 ms each")
+        results["fanout"] = fanout.run(list(plan.destination_counts), plan.fanout_sends)
+    if "backlog" in sections:
+        print(f"\nBacklog: {plan.backlog_events:,} events while both destinations are down")
+        results["backlog"] = backlog.run(plan.backlog_events)
+    if "scaling" in sections:
+        print(f"\nScaling: event-router throughput, {plan.scaling_events:,} events per point")
+        results["scaling"] = throughput.run_scaling(
+            plan.scaling_events,
+            list(plan.batch_sizes),
+            list(plan.destination_counts),
+            1 if plan.repeat == 1 else 3,
+        )
+    return results
+
+
+def _verdict(met: bool) -> str:
+    return "target met" if met else "TARGET MISSED"
+
+
+def summary(results: dict[str, Any]) -> list[str]:
+    """The headline figures, their ratios and the targets, as printable lines."""
+    lines = [f"\nSummary (medians of {results['plan']['repeat']} run(s))"]
+    if "caller" in results:
+        c = results["caller"]
+        lines.append(
+            f"  caller cost      event-router {c['router_us']:8.1f} µs    SDKs "
+            f"{c['sdk_us']:8.1f} µs    ratio {c['ratio']:.2f} "
+            f"(target ≤ {CALLER_RATIO_MAX:.2f}: {_verdict(c['ratio'] <= CALLER_RATIO_MAX)})"
+        )
+    if "throughput" in results:
+        t = results["throughput"]
+        lines.append(
+            f"  throughput       event-router {t['router_eps']:8,.0f} /s    SDKs "
+            f"{t['sdk_eps']:8,.0f} /s    ratio {t['ratio']:.1f}x "
+            f"(target ≥ {THROUGHPUT_RATIO_MIN:g}x: "
+            f"{_verdict(t['ratio'] >= THROUGHPUT_RATIO_MIN)})"
+        )
+    if "fanout" in results:
+        f = results["fanout"]["by_destinations"]
+        figures = "   ".join(f"{n}: {ms:.0f} ms" for n, ms in f.items())
+        eight = f.get(8)
+        verdict = (
+            f" (8 within {FANOUT_8_MAX_MS:g} ms: {_verdict(eight <= FANOUT_8_MAX_MS)})"
+            if eight is not None
+            else ""
+        )
+        lines.append(f"  fan-out          {figures}{verdict}")
+    if "backlog" in results:
+        b = results["backlog"]
+        r = b["router"]
+        met = r["peak_rss_mb"] < BACKLOG_PEAK_MAX_MB and r["dropped"] == 0
+        lines.append(
+            f"  backlog {b['events']:,}   event-router peak {r['peak_rss_mb']:.0f} MB, "
+            f"dropped {r['dropped']:,} (target < {BACKLOG_PEAK_MAX_MB:g} MB and 0: "
+            f"{_verdict(met)});  Segment SDK dropped {b['segment']['dropped']:,}, "
+            f"PostHog SDK dropped {b['posthog']['dropped']:,}"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the suite and print the figures (optionally also as JSON and a chart)."""
+    args = _parser().parse_args(argv)
+    sections = SECTIONS if not args.only else tuple(s.strip() for s in args.only.split(","))
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"unknown section(s) {', '.join(unknown)}; pick from {SECTIONS}")
+    plan = _plan(args)
+    info = machine()
+    print(
+        f"event-router benchmarks on {info['cpus']} CPU(s) ({info['cpu']}), "
+        f"{info['memory_gib']} GiB, Python {info['python']}, SQLite {info['sqlite']}"
+    )
+    began = time.perf_counter()
+    results = run(plan, sections)
+    results["seconds"] = time.perf_counter() - began
+    for line in summary(results):
+        print(line)
+    print(f"\n(suite took {results['seconds']:.0f} s)")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n", encoding="utf-8")
+        print(f"results written to {args.json}")
+    if args.chart:
+        from bench.chart import draw  # noqa: PLC0415  (matplotlib: only when a chart is asked for)
+
+        draw(results, args.chart)
+        print(f"chart written to {args.chart}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""Emulators in child processes, so that they never share the measured process's GIL.
+
+A real vendor runs on another machine; running each emulator in a process of its own keeps the
+client being measured (event-router or a vendor SDK) from paying for the server's Python work.
+
+    with EmulatorProcess("segment") as segment:
+        ...  # point a client at segment.url
+        segment.wait_for(100_000)
+
+The child (``python -m bench.servers segment``) prints its URL, then answers one command per
+line on stdin: ``count``, ``unique``, ``latency SECONDS``, ``reset``, ``quit``.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from types import TracebackType
+from typing import Literal, Self
+
+from router_core.sandbox import Emulator, PostHogEmulator, SegmentEmulator
+
+__all__ = ["EmulatorProcess", "Vendor", "down_url"]
+
+Vendor = Literal["segment", "posthog"]
+
+_START_TIMEOUT_S = 30.0
+_POLL_S = 0.02
+
+
+class EmulatorProcess:
+    """One vendor emulator serving on 127.0.0.1 in a child process."""
+
+    def __init__(self, vendor: Vendor) -> None:
+        self.vendor: Vendor = vendor
+        self._proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> None:
+        """Start the child and wait until it listens."""
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "bench.servers", self.vendor],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        self.url = str(self._reply()["url"])
+
+    def _reply(self) -> dict[str, str | int]:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the {self.vendor} emulator process exited")
+        reply: dict[str, str | int] = json.loads(line)
+        return reply
+
+    def _ask(self, command: str) -> dict[str, str | int]:
+        assert self._proc is not None
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(command + "\n")
+        self._proc.stdin.flush()
+        return self._reply()
+
+    def count(self) -> int:
+        """Events accepted so far (duplicates included)."""
+        return int(self._ask("count")["events"])
+
+    def unique(self) -> int:
+        """Distinct message ids among the events accepted."""
+        return int(self._ask("unique")["unique"])
+
+    def set_latency(self, seconds: float) -> None:
+        """Every ingestion request waits ``seconds`` before it is answered."""
+        self._ask(f"latency {seconds!r}")
+
+    def reset(self) -> None:
+        """Forget the events received and clear the faults."""
+        self._ask("reset")
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Poll until ``count`` events were accepted; False when ``timeout`` passes first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.count() >= count:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(_POLL_S)
+
+    def stop(self) -> None:
+        """Stop the child (it stops its emulator first)."""
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.stdin is not None:
+                proc.stdin.write("quit\n")
+                proc.stdin.close()
+            proc.wait(10)
+        except (OSError, subprocess.TimeoutExpired):
+            proc.kill()
+            proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def down_url() -> str:
+    """A loopback URL where nothing listens (connections are refused): a destination down."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def _serve(vendor: Vendor) -> None:
+    emulator: Emulator = SegmentEmulator() if vendor == "segment" else PostHogEmulator()
+    with emulator:
+        print(json.dumps({"url": emulator.url}), flush=True)
+        for line in sys.stdin:
+            command, _, arg = line.strip().partition(" ")
+            if command == "count":
+                reply: dict[str, object] = {"events": len(emulator.message_ids())}
+            elif command == "unique":
+                reply = {"unique": len(set(emulator.message_ids()))}
+            elif command == "latency":
+                emulator.faults.set(latency=float(arg))
+                reply = {"ok": True}
+            elif command == "reset":
+                emulator.reset()
+                reply = {"ok": True}
+            elif command == "quit":
+                break
+            else:
+                reply = {"error": f"unknown command {command!r}"}
+            print(json.dumps(reply), flush=True)
+
+
+if __name__ == "__main__":
+    _serve("posthog" if sys.argv[1:] == ["posthog"] else "segment")

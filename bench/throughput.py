@@ -1,0 +1,132 @@
+"""End-to-end throughput: send every event, then wait until every destination has it.
+
+The clock runs from the first send until the last event is acknowledged (event-router:
+``flush()``; the SDKs: ``flush()`` of both clients), and the emulators are then checked to hold
+every event. The SDKs get queues large enough to hold the whole run, so they drop nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from bench.contenders import BenchError, Contender, RouterQueued, SdkPair
+from bench.measure import median
+from bench.servers import EmulatorProcess
+from bench.workload import destinations
+
+__all__ = ["run", "run_scaling"]
+
+
+def _rate(contender: Contender, events: int) -> float:
+    """Events per second for one run of ``events``."""
+    try:
+        began = time.perf_counter()
+        for i in range(events):
+            contender.send(contender.prepare(i))
+        contender.flush()
+        elapsed = time.perf_counter() - began
+    finally:
+        contender.close()
+    return events / elapsed
+
+
+def _check(emulator: EmulatorProcess, events: int, copies: int) -> int:
+    """The emulator holds every event, ``copies`` times (one per destination it serves).
+
+    Returns how many distinct events it holds."""
+    if not emulator.wait_for(events * copies, timeout=30):
+        raise BenchError(
+            f"{emulator.vendor} received {emulator.count():,} events, expected {events * copies:,}"
+        )
+    unique = emulator.unique()
+    if unique != events:
+        raise BenchError(f"{emulator.vendor} received {unique:,} distinct events, not {events:,}")
+    return unique
+
+
+def _router_rate(
+    segment: EmulatorProcess,
+    posthog: EmulatorProcess,
+    events: int,
+    count: int = 2,
+    **queue: Any,
+) -> tuple[float, dict[str, int]]:
+    """Events/s of event-router, and the distinct events each emulator received."""
+    segment.reset()
+    posthog.reset()
+    rate = _rate(RouterQueued(destinations(count, segment.url, posthog.url), **queue), events)
+    received = {"segment": _check(segment, events, math.ceil(count / 2))}
+    if count > 1:
+        received["posthog"] = _check(posthog, events, count // 2)
+    return rate, received
+
+
+def _sdk_rate(
+    segment: EmulatorProcess, posthog: EmulatorProcess, events: int
+) -> tuple[float, dict[str, int]]:
+    segment.reset()
+    posthog.reset()
+    rate = _rate(SdkPair(segment.url, posthog.url, max_queue_size=events + 1000), events)
+    return rate, {"segment": _check(segment, events, 1), "posthog": _check(posthog, events, 1)}
+
+
+def run(events: int, repeat: int) -> dict[str, Any]:
+    """``repeat`` runs of ``events`` events to both vendors, per contender."""
+    router: list[float] = []
+    sdk: list[float] = []
+    received: dict[str, list[dict[str, int]]] = {"router": [], "sdk": []}
+    with EmulatorProcess("segment") as segment, EmulatorProcess("posthog") as posthog:
+        for n in range(repeat):
+            # Alternate who goes first, so neither always meets a warmer machine.
+            for who in ("router", "sdk") if n % 2 == 0 else ("sdk", "router"):
+                if who == "router":
+                    rate, got = _router_rate(segment, posthog, events)
+                    router.append(rate)
+                else:
+                    rate, got = _sdk_rate(segment, posthog, events)
+                    sdk.append(rate)
+                received[who].append(got)
+            print(
+                f"  run {n + 1}/{repeat}: event-router {router[-1]:9,.0f} events/s   "
+                f"SDKs {sdk[-1]:9,.0f} events/s",
+                flush=True,
+            )
+    router_rate, sdk_rate = median(router), median(sdk)
+    return {
+        "events": events,
+        "router_eps": router_rate,
+        "sdk_eps": sdk_rate,
+        "ratio": router_rate / sdk_rate,
+        "runs": {"router": router, "sdk": sdk},
+        "received": received,
+    }
+
+
+def run_scaling(
+    events: int, batch_sizes: list[int], destination_counts: list[int], repeat: int
+) -> dict[str, Any]:
+    """Router throughput by batch size (2 destinations) and by number of destinations."""
+    by_batch: dict[int, float] = {}
+    by_destinations: dict[int, float] = {}
+    with EmulatorProcess("segment") as segment, EmulatorProcess("posthog") as posthog:
+        for size in batch_sizes:
+            by_batch[size] = median(
+                [_router_rate(segment, posthog, events, batch_size=size)[0] for _ in range(repeat)]
+            )
+            print(f"  batch_size {size:>5}: {by_batch[size]:9,.0f} events/s", flush=True)
+        for count in destination_counts:
+            by_destinations[count] = median(
+                [_router_rate(segment, posthog, events, count)[0] for _ in range(repeat)]
+            )
+            print(
+                f"  {count} destination(s): {by_destinations[count]:9,.0f} events/s "
+                f"= {by_destinations[count] * count:9,.0f} deliveries/s",
+                flush=True,
+            )
+    return {
+        "events": events,
+        "by_batch_size": by_batch,
+        "by_destinations": by_destinations,
+    }
