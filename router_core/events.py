@@ -154,11 +154,12 @@ class Event(BaseModel):
 
     @model_validator(mode="after")
     def _spec_rules(self) -> Event:
-        missing = [f for f in _REQUIRED[self.type] if not getattr(self, f)]
-        if missing:
-            raise ValueError(f"a {self.type} event needs {', '.join(missing)}")
         if self.type != "alias" and not (self.user_id or self.anonymous_id):
             raise ValueError(f"a {self.type} event needs user_id or anonymous_id")
+        if type(self) is Event:  # the subclasses declare these as required fields
+            missing = [f for f in _REQUIRED[self.type] if not getattr(self, f)]
+            if missing:
+                raise ValueError(f"a {self.type} event needs {', '.join(missing)}")
         return self
 
     # -- construction -------------------------------------------------------------------------

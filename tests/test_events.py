@@ -181,3 +181,17 @@ def test_distinct_id_and_label() -> None:
     assert Event.track("Buy", user_id="u", anonymous_id="a").distinct_id == "u"
     assert Event.track("Buy", user_id="u").label == "Buy"
     assert Event.identify(user_id="u").label == "identify"
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"type": "track", "user_id": "u"}, "a track event needs event"),
+        ({"type": "group", "user_id": "u"}, "a group event needs group_id"),
+        ({"type": "alias", "user_id": "u"}, "a alias event needs previous_id"),
+        ({"type": "identify"}, "needs user_id or anonymous_id"),
+    ],
+)
+def test_the_base_class_applies_the_spec_rules_too(fields: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Event(**fields)
