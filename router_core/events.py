@@ -64,6 +64,11 @@ def _new_message_id() -> str:
     return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"
 
 
+def _an(event_type: str) -> str:
+    """``"an identify"``, ``"a track"``: error messages read as sentences."""
+    return f"{'an' if event_type[0] in 'aeiou' else 'a'} {event_type}"
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -155,11 +160,11 @@ class Event(BaseModel):
     @model_validator(mode="after")
     def _spec_rules(self) -> Event:
         if self.type != "alias" and not (self.user_id or self.anonymous_id):
-            raise ValueError(f"a {self.type} event needs user_id or anonymous_id")
+            raise ValueError(f"{_an(self.type)} event needs user_id or anonymous_id")
         if type(self) is Event:  # the subclasses declare these as required fields
             missing = [f for f in _REQUIRED[self.type] if not getattr(self, f)]
             if missing:
-                raise ValueError(f"a {self.type} event needs {', '.join(missing)}")
+                raise ValueError(f"{_an(self.type)} event needs {', '.join(missing)}")
         return self
 
     # -- construction -------------------------------------------------------------------------

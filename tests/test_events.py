@@ -188,8 +188,8 @@ def test_distinct_id_and_label() -> None:
     [
         ({"type": "track", "user_id": "u"}, "a track event needs event"),
         ({"type": "group", "user_id": "u"}, "a group event needs group_id"),
-        ({"type": "alias", "user_id": "u"}, "a alias event needs previous_id"),
-        ({"type": "identify"}, "needs user_id or anonymous_id"),
+        ({"type": "alias", "user_id": "u"}, "an alias event needs previous_id"),
+        ({"type": "identify"}, "an identify event needs user_id or anonymous_id"),
     ],
 )
 def test_the_base_class_applies_the_spec_rules_too(fields: dict[str, Any], message: str) -> None:
