@@ -367,16 +367,10 @@ class SQLiteOutbox:
         status_code: int | None,
         now: float,
     ) -> None:
-        with self._write() as conn:
-            for chunk in _chunks(event_ids):
-                marks = ",".join("?" * len(chunk))
-                conn.execute(
-                    "UPDATE deliveries SET attempts = attempts + 1, next_attempt_at = ?,"
-                    " claim_token = NULL, claimed_until = NULL, last_error = ?, last_status = ?,"
-                    " updated_at = ?"
-                    f" WHERE destination = ? AND claim_token = ? AND event_id IN ({marks})",
-                    (next_attempt_at, error, status_code, now, destination, token, *chunk),
-                )
+        self._settle(
+            destination, token, event_ids, "next_attempt_at = ?", (next_attempt_at,),
+            error=error, status_code=status_code, now=now,
+        )  # fmt: skip
 
     def dead(
         self,
@@ -388,15 +382,34 @@ class SQLiteOutbox:
         status_code: int | None,
         now: float,
     ) -> None:
+        self._settle(
+            destination, token, event_ids, "state = 'dead'", (),
+            error=error, status_code=status_code, now=now,
+        )  # fmt: skip
+
+    def _settle(
+        self,
+        destination: str,
+        token: str,
+        event_ids: Sequence[int],
+        change: str,
+        values: tuple[Any, ...],
+        *,
+        error: str,
+        status_code: int | None,
+        now: float,
+    ) -> None:
+        """A failed attempt on claimed rows: count it, record the error, release the claim,
+        and apply ``change`` (a fixed SET clause: retry later, or dead-letter)."""
         with self._write() as conn:
             for chunk in _chunks(event_ids):
                 marks = ",".join("?" * len(chunk))
                 conn.execute(
-                    "UPDATE deliveries SET state = 'dead', attempts = attempts + 1,"
+                    f"UPDATE deliveries SET {change}, attempts = attempts + 1,"
                     " claim_token = NULL, claimed_until = NULL, last_error = ?, last_status = ?,"
                     " updated_at = ?"
                     f" WHERE destination = ? AND claim_token = ? AND event_id IN ({marks})",
-                    (error, status_code, now, destination, token, *chunk),
+                    (*values, error, status_code, now, destination, token, *chunk),
                 )
 
     def release(self, destination: str, token: str) -> None:
