@@ -22,7 +22,7 @@ from event_router_posthog import (
 
 from router_core import BatchLimits, Destination, Event
 from router_core.http import LIBRARY_NAME, LIBRARY_VERSION, USER_AGENT
-from router_core.settings import RoutingSettings
+from router_core.testing import destination
 
 KEY = "phc_testProjectKey"
 BATCH_URL = "https://us.i.posthog.com/batch/"
@@ -44,12 +44,8 @@ def posthog() -> Iterator[respx.MockRouter]:
 
 
 def _destination(client: httpx.AsyncClient, **settings: Any) -> Destination[PostHogSettings]:
-    return Destination(
-        name="posthog",
-        plugin="posthog",
-        settings=PostHogSettings.model_validate({"api_key": KEY, **settings}),
-        routing=RoutingSettings(plugin="posthog", timeout=5.0),
-        client=client,
+    return destination(
+        "posthog", PostHogSettings.model_validate({"api_key": KEY, **settings}), client, timeout=5.0
     )
 
 

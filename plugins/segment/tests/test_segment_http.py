@@ -11,7 +11,7 @@ import respx
 from event_router_segment import SegmentAPIError, SegmentSettings, send_batch, send_event
 
 from router_core import Delivery, DeliveryError, Destination, Event
-from router_core.settings import RoutingSettings
+from router_core.testing import destination
 
 KEY = "wk_http_Pq93mZrT"
 URL = "https://api.segment.io/v1/batch"
@@ -30,13 +30,7 @@ def api() -> Iterator[respx.MockRouter]:
 
 
 def _destination(client: httpx.AsyncClient, **settings: Any) -> Destination[SegmentSettings]:
-    return Destination(
-        name="segment",
-        plugin="segment",
-        settings=SegmentSettings(write_key=KEY, **settings),
-        routing=RoutingSettings(plugin="segment"),
-        client=client,
-    )
+    return destination("segment", SegmentSettings(write_key=KEY, **settings), client)
 
 
 def _event() -> Event:

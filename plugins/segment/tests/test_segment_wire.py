@@ -24,7 +24,7 @@ from event_router_segment import (
 
 from router_core import BatchLimits, Delivery, Destination, Event
 from router_core.http import LIBRARY_NAME, LIBRARY_VERSION, USER_AGENT
-from router_core.settings import RoutingSettings
+from router_core.testing import destination
 
 KEY = "wk_wire_7hGf2kQx"
 WHEN = datetime(2024, 5, 1, 12, 30, 15, 250000, tzinfo=UTC)
@@ -44,13 +44,7 @@ def api() -> Iterator[respx.MockRouter]:
 
 
 def _destination(client: httpx.AsyncClient, **settings: Any) -> Destination[SegmentSettings]:
-    return Destination(
-        name="segment",
-        plugin="segment",
-        settings=SegmentSettings(write_key=KEY, **settings),
-        routing=RoutingSettings(plugin="segment", timeout=4.0),
-        client=client,
-    )
+    return destination("segment", SegmentSettings(write_key=KEY, **settings), client, timeout=4.0)
 
 
 def _ok(api: respx.MockRouter, url: str = "https://api.segment.io/v1/batch") -> respx.Route:
