@@ -65,7 +65,7 @@ class Router:
         self._config = config
         self._registry = plugins if plugins is not None else default_registry()
         self._resolved = config.resolve(self._registry, env)
-        # With no filters anywhere every event goes everywhere: send() need not ask each one.
+        # With no filters anywhere every event goes everywhere: _route() need not ask each one.
         self._unfiltered: tuple[str, ...] | None = None
         if all(d.routing.types is None and d.routing.events is None for d in self._resolved):
             self._unfiltered = tuple(d.name for d in self._resolved)
@@ -167,17 +167,18 @@ class Router:
             return await asyncio.to_thread(self._enqueue, self._queue, parsed)
         return await asyncio.wrap_future(self._runtime.submit(self._fan_out(parsed)))
 
-    def _enqueue(self, queue: QueuedDelivery, event: Event) -> SendReport:
-        chosen: tuple[str, ...]
-        skipped: tuple[str, ...] = ()
+    def _route(self, event: Event) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Names of the destinations ``event`` goes to, and of those whose filters skip it."""
         if self._unfiltered is not None:
-            chosen = self._unfiltered
-        else:
-            accepted = [d.routing.accepts(event) for d in self._resolved]
-            chosen = tuple(d.name for d, ok in zip(self._resolved, accepted, strict=True) if ok)
-            skipped = tuple(
-                d.name for d, ok in zip(self._resolved, accepted, strict=True) if not ok
-            )
+            return self._unfiltered, ()
+        chosen: list[str] = []
+        skipped: list[str] = []
+        for d in self._resolved:
+            (chosen if d.routing.accepts(event) else skipped).append(d.name)
+        return tuple(chosen), tuple(skipped)
+
+    def _enqueue(self, queue: QueuedDelivery, event: Event) -> SendReport:
+        chosen, skipped = self._route(event)
         queue.enqueue(event, chosen)
         return SendReport(
             message_id=event.message_id,
@@ -209,9 +210,8 @@ class Router:
         return Event.parse(event)
 
     async def _fan_out(self, event: Event) -> SendReport:
-        targets = self._ensure_targets()
-        chosen = [t for t in targets if t[1].routing.accepts(event)]
-        skipped = tuple(d.name for _, d in targets if not d.routing.accepts(event))
+        names, skipped = self._route(event)
+        chosen = [t for t in self._ensure_targets() if t[1].name in names]
         results: list[DeliveryResult]
         if len(chosen) == 1:
             results = [await deliver(chosen[0][0], chosen[0][1], event)]
