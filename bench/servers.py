@@ -18,10 +18,10 @@ import socket
 import subprocess
 import sys
 import time
-from types import TracebackType
-from typing import Literal, Self
+from typing import Literal
 
 from router_core.sandbox import Emulator, PostHogEmulator, SegmentEmulator
+from router_core.sandbox.service import Service
 
 __all__ = ["EmulatorProcess", "Vendor", "down_url"]
 
@@ -31,7 +31,7 @@ _START_TIMEOUT_S = 30.0
 _POLL_S = 0.02
 
 
-class EmulatorProcess:
+class EmulatorProcess(Service):
     """One vendor emulator serving on 127.0.0.1 in a child process."""
 
     def __init__(self, vendor: Vendor) -> None:
@@ -107,18 +107,6 @@ class EmulatorProcess:
             proc.wait(10)
         if proc.stdout is not None:
             proc.stdout.close()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def down_url() -> str:

@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import threading
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
-from types import TracebackType
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 from urllib.parse import parse_qs
 
 from router_core.sandbox.bodies import Rejected
 from router_core.sandbox.faults import FaultAction, Faults
 from router_core.sandbox.records import ReceivedEvent, RequestRecord, Vendor, mask_key
 from router_core.sandbox.server import BackgroundServer, RequestHandler, read_body
+from router_core.sandbox.service import Service
 from router_core.sandbox.viewer import PAGE_HEADERS, render_page
 
 __all__ = ["Emulator", "IncomingRequest"]
@@ -45,7 +45,7 @@ class _Where:
     received_at: datetime
 
 
-class Emulator(ABC):
+class Emulator(Service):
     """A local stand-in for one vendor's ingestion API, serving real HTTP on loopback.
 
     Use ``start``/``stop`` or a ``with`` block. Events from requests that pass the vendor's
@@ -99,18 +99,6 @@ class Emulator(ABC):
         self._stopped = True
         self._stopping.set()  # wakes requests sleeping on injected latency
         server.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def running(self) -> bool:

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from types import TracebackType
-from typing import Self
 
 from router_core.sandbox.emulator import Emulator
 from router_core.sandbox.posthog import PostHogEmulator
 from router_core.sandbox.segment import SegmentEmulator
 from router_core.sandbox.server import BackgroundServer
+from router_core.sandbox.service import Service
 from router_core.sandbox.viewer import ViewerApp
 
 __all__ = ["Sandbox"]
@@ -18,7 +17,7 @@ __all__ = ["Sandbox"]
 _WAIT_SLICE = 0.5  # serve_forever wakes this often so Ctrl-C is handled promptly
 
 
-class Sandbox:
+class Sandbox(Service):
     """A Segment emulator, a PostHog emulator and a read-only viewer of both.
 
     >>> with Sandbox() as sb:                                     # doctest: +SKIP
@@ -100,18 +99,6 @@ class Sandbox:
         """Reset both emulators (events, counters, faults)."""
         self.segment.reset()
         self.posthog.reset()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"Sandbox(segment={self.segment!r}, posthog={self.posthog!r})"
