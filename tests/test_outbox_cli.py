@@ -165,3 +165,15 @@ def test_outbox_group_help() -> None:
     for command in ("status", "replay", "purge"):
         assert command in done.stdout
     assert isinstance(outbox, click.Group)
+
+
+@pytest.mark.parametrize("command", ["status", "replay", "purge"])
+def test_every_outbox_command_takes_short_config_option(
+    tmp_path: Path, segment: SegmentEmulator, command: str
+) -> None:
+    config = write_config(tmp_path, segment.url)
+    make_dead_letters(config, segment, 1)  # an outbox for every command to open
+    extra = ["--yes"] if command == "purge" else []
+    done = run(command, "-c", str(config), "--json", *extra)
+    assert done.exit_code == 0, done.output
+    assert isinstance(json.loads(done.stdout), dict)

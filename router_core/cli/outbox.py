@@ -24,6 +24,7 @@ __all__ = ["outbox"]
 _POLL_S = 0.2
 
 config_option = click.option(
+    "-c",
     "--config",
     "config_path",
     default=DEFAULT_CONFIG,
