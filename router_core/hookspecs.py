@@ -9,7 +9,7 @@ plugins), so one plugin failing or returning garbage cannot affect another.
 from __future__ import annotations
 
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
 
@@ -21,7 +21,15 @@ if TYPE_CHECKING:
     from router_core.results import BatchLimits, Delivery
     from router_core.settings import DestinationSettings
 
-__all__ = ["PROJECT_NAME", "hookimpl", "hookspec"]
+__all__ = [
+    "PROJECT_NAME",
+    "BatchLimitsHook",
+    "DestinationSettingsHook",
+    "SendBatchHook",
+    "SendEventHook",
+    "hookimpl",
+    "hookspec",
+]
 
 PROJECT_NAME = "event_router"
 """pluggy project name, and the entry-point group plugins register under."""
@@ -72,3 +80,28 @@ def batch_limits() -> BatchLimits:  # type: ignore[empty-body]
 
     Optional; without it the router uses conservative defaults (``BatchLimits()``).
     """
+
+
+# The hooks' shapes as types, so that mypy checks an implementation against its spec:
+# ``_: SendEventHook = send_event`` in a plugin (or its tests) fails type checking when the
+# implementation's parameters or return type do not fit. pluggy checks the names at runtime.
+
+
+class DestinationSettingsHook(Protocol):
+    def __call__(self) -> type[DestinationSettings]: ...
+
+
+class SendEventHook(Protocol):
+    def __call__(
+        self, destination: Destination[Any], event: Event
+    ) -> Delivery | Awaitable[Delivery]: ...
+
+
+class SendBatchHook(Protocol):
+    def __call__(
+        self, destination: Destination[Any], events: Sequence[Event]
+    ) -> Delivery | Awaitable[Delivery]: ...
+
+
+class BatchLimitsHook(Protocol):
+    def __call__(self) -> BatchLimits: ...

@@ -1,15 +1,16 @@
 """Finding, loading and calling destination plugins: a typed facade over pluggy.
 
 Entry points are loaded one by one so a plugin that fails to import is reported by name while
-the others load. Each plugin's hooks are called on their own, through a hook caller restricted to
-that plugin, which keeps pluggy's tracing (``add_hookcall_monitoring``) working.
+the others load. Each plugin's hooks are called on their own, through a pluggy manager that
+holds that plugin only, so pluggy's validation, ``firstresult`` and tracing
+(``add_hookcall_monitoring``) all work as pluggy documents them.
 """
 
 from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -28,6 +29,9 @@ PLUGINS_ENV_VAR = "EVENT_ROUTER_PLUGINS"
 
 
 _PLUGIN_HOOKS = ("batch_limits", "destination_settings", "send_batch", "send_event")
+
+_Before = Callable[[str, Sequence[pluggy.HookImpl], Mapping[str, Any]], None]
+_After = Callable[[pluggy.Result[Any], str, Sequence[pluggy.HookImpl], Mapping[str, Any]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,26 +69,69 @@ class LoadedPlugin:
     batch_is_async: bool = False
 
 
+@dataclass(slots=True)
+class _Monitor:
+    """One ``add_hookcall_monitoring`` of the registry, applied to each manager it watches."""
+
+    before: _Before
+    after: _After
+    undos: list[Callable[[], None]] = field(default_factory=list)
+
+    def watch(self, manager: pluggy.PluginManager) -> None:
+        self.undos.append(manager.add_hookcall_monitoring(self.before, self.after))
+
+    def stop(self) -> None:
+        undos, self.undos = self.undos, []
+        for undo in undos:
+            undo()
+
+
 class PluginRegistry:
     """The plugins a router can route to, keyed by plugin name (the entry-point name).
 
     ``PluginRegistry()`` loads the installed entry points (restricted by ``EVENT_ROUTER_PLUGINS``:
     unset loads all, empty loads none, otherwise a comma-separated list of names). Tests and apps
     can add plugins in-process with ``register(obj, name)``.
+
+    Each plugin gets a pluggy ``PluginManager`` of its own: a destination's hooks are answered
+    by its plugin alone, so ``manager.hook.send_event(...)`` calls exactly one implementation,
+    ``firstresult`` hooks return that plugin's answer, and registering another plugin changes
+    nothing for the plugins already loaded. ``plugin_manager`` holds every plugin as well, for
+    hooks that are broadcast to all of them.
     """
 
     def __init__(self, *, entry_points: bool = True, only: Iterable[str] | None = None) -> None:
-        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self._pm.add_hookspecs(hookspecs)
+        self._pm = _new_manager()
         self._infos: dict[str, PluginInfo] = {}
         self._loaded: dict[str, LoadedPlugin] = {}
+        self._managers: list[pluggy.PluginManager] = [self._pm]
+        self._monitors: list[_Monitor] = []
         if entry_points:
             self.load_entry_points(only=only)
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
-        """The underlying pluggy manager, e.g. for ``add_hookcall_monitoring``."""
+        """The pluggy manager holding every loaded plugin (for broadcast hooks).
+
+        To trace destination hook calls use ``add_hookcall_monitoring`` on the registry: each
+        plugin's destination hooks run through a manager of that plugin's own.
+        """
         return self._pm
+
+    def add_hookcall_monitoring(self, before: _Before, after: _After) -> Callable[[], None]:
+        """pluggy's ``add_hookcall_monitoring`` over every plugin's hook calls, present and
+        future; returns the function that undoes it."""
+        monitor = _Monitor(before, after)
+        for manager in self._managers:
+            monitor.watch(manager)
+        self._monitors.append(monitor)
+
+        def undo() -> None:
+            if monitor in self._monitors:
+                self._monitors.remove(monitor)
+            monitor.stop()
+
+        return undo
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -122,24 +169,19 @@ class PluginRegistry:
         if name in self._loaded:
             reason = "a plugin with this name is already registered"
             return self._fail(name, reason, dist, version, module)
+        own = _new_manager()
         try:
+            own.register(obj, name=name)
+            own.check_pending()  # an implementation whose name matches no hook (a typo)
+            loaded = self._resolve(own, obj, name, PluginInfo(name, dist, version, module))
             self._pm.register(obj, name=name)
-        except Exception as exc:  # pluggy's PluginValidationError, duplicate objects, ...
+        except Exception as exc:  # pluggy's PluginValidationError, bad hook answers, ...
             return self._fail(name, str(exc), dist, version, module)
-        try:
-            self._pm.check_pending()  # an implementation whose name matches no hook (a typo)
-            loaded = self._resolve(obj, name, PluginInfo(name, dist, version, module))
-        except Exception as exc:
-            self._pm.unregister(obj)
-            return self._fail(name, str(exc), dist, version, module)
+        for monitor in self._monitors:
+            monitor.watch(own)
+        self._managers.append(own)
         self._loaded[name] = loaded
         self._infos[name] = loaded.info
-        # A restricted caller excludes the plugins known when it was made: remake them all so
-        # each still calls its own plugin only.
-        for other in self._loaded.values():
-            other.send_event = self._restricted_caller("send_event", other.obj)
-            if other.send_batch is not None:
-                other.send_batch = self._restricted_caller("send_batch", other.obj)
         return None
 
     def _fail(
@@ -153,48 +195,40 @@ class PluginRegistry:
         self._infos.setdefault(name, PluginInfo(name, dist, version, module, error=reason))
         return reason
 
-    def _resolve(self, obj: object, name: str, info: PluginInfo) -> LoadedPlugin:
-        impls = {
-            hook_name: impl
-            for hook_name in _PLUGIN_HOOKS
-            for impl in getattr(self._pm.hook, hook_name).get_hookimpls()
-            if impl.plugin is obj
-        }
-        if "send_event" not in impls:
+    def _resolve(
+        self, own: pluggy.PluginManager, obj: object, name: str, info: PluginInfo
+    ) -> LoadedPlugin:
+        hook = own.hook
+        implemented = {h for h in _PLUGIN_HOOKS if getattr(hook, h).get_hookimpls()}
+        if "send_event" not in implemented:
             raise ValueError("it does not implement the send_event hook")
         settings_model: type[DestinationSettings] = _EmptySettings
-        if "destination_settings" in impls:
-            declared = impls["destination_settings"].function()
+        declared = hook.destination_settings()  # firstresult: this plugin's answer, or None
+        if declared is not None:
             if not (isinstance(declared, type) and issubclass(declared, DestinationSettings)):
                 raise TypeError(
                     "destination_settings() must return a DestinationSettings subclass, "
                     f"not {declared!r}"
                 )
             settings_model = declared
-        limits = BatchLimits()
-        if "batch_limits" in impls:
-            limits = impls["batch_limits"].function()
-            if not isinstance(limits, BatchLimits):
-                raise TypeError(f"batch_limits() must return BatchLimits, not {limits!r}")
-        hooks = tuple(sorted(impls))
-        loaded = LoadedPlugin(
+        limits = hook.batch_limits()
+        if limits is None:
+            limits = BatchLimits()
+        elif not isinstance(limits, BatchLimits):
+            raise TypeError(f"batch_limits() must return BatchLimits, not {limits!r}")
+        return LoadedPlugin(
             name=name,
             obj=obj,
             settings_model=settings_model,
-            send_event=self._restricted_caller("send_event", obj),
-            is_async=inspect.iscoroutinefunction(impls["send_event"].function),
-            info=PluginInfo(info.name, info.distribution, info.version, info.module, hooks),
+            send_event=hook.send_event,
+            is_async=_is_async(hook.send_event),
+            info=PluginInfo(
+                info.name, info.distribution, info.version, info.module, tuple(sorted(implemented))
+            ),
             limits=limits,
+            send_batch=hook.send_batch if "send_batch" in implemented else None,
+            batch_is_async="send_batch" in implemented and _is_async(hook.send_batch),
         )
-        if "send_batch" in impls:
-            loaded.send_batch = self._restricted_caller("send_batch", obj)
-            loaded.batch_is_async = inspect.iscoroutinefunction(impls["send_batch"].function)
-        return loaded
-
-    def _restricted_caller(self, hook: str, obj: object) -> Callable[..., list[Any]]:
-        """A caller of ``hook`` that runs ``obj``'s implementation only."""
-        others = [p for p in self._pm.get_plugins() if p is not obj]
-        return self._pm.subset_hook_caller(hook, remove_plugins=others)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -227,6 +261,17 @@ class PluginRegistry:
 
     def failures(self) -> dict[str, str]:
         return {n: i.error for n, i in sorted(self._infos.items()) if i.error is not None}
+
+
+def _new_manager() -> pluggy.PluginManager:
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    return manager
+
+
+def _is_async(caller: pluggy.HookCaller) -> bool:
+    """Whether the one implementation behind ``caller`` is an ``async def``."""
+    return all(inspect.iscoroutinefunction(impl.function) for impl in caller.get_hookimpls())
 
 
 def _allowed_names(only: Iterable[str] | None) -> set[str] | None:

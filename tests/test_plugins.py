@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from router_core import (
+    BatchLimits,
     Delivery,
     Destination,
     Event,
@@ -175,10 +176,44 @@ def test_hook_calls_can_be_traced_with_pluggy_monitoring() -> None:
     def after(outcome: Any, hook_name: str, impls: Any, kwargs: Any) -> None:
         calls.append(f"done:{hook_name}")
 
-    undo = registry.plugin_manager.add_hookcall_monitoring(before, after)
+    undo = registry.add_hookcall_monitoring(before, after)
     try:
         with Router({"t": {"plugin": "traced"}}, plugins=registry) as router:
             assert router.send(Event.track("X", user_id="u")).ok
     finally:
         undo()
     assert calls == ["send_event:t", "done:send_event"]
+
+
+def test_monitoring_added_before_a_plugin_registers_traces_it_too() -> None:
+    registry = PluginRegistry(entry_points=False)
+    calls: list[str] = []
+    undo = registry.add_hookcall_monitoring(
+        lambda name, impls, kwargs: calls.append(f"{name}:{len(impls)}"),
+        lambda outcome, name, impls, kwargs: None,
+    )
+    registry.register(Recorder("late"), "late")
+    try:
+        with Router({"l": {"plugin": "late"}}, plugins=registry) as router:
+            assert router.send(Event.track("X", user_id="u")).ok
+    finally:
+        undo()
+    # One implementation per call: the plugin's own manager holds nothing else.
+    assert calls == ["send_event:1"]
+    with Router({"l": {"plugin": "late"}}, plugins=registry) as router:
+        assert router.send(Event.track("Y", user_id="u")).ok
+    assert calls == ["send_event:1"]  # undone
+
+
+def test_firstresult_hooks_answer_with_the_plugins_own_value() -> None:
+    registry = PluginRegistry(entry_points=False)
+
+    class Limited(Recorder):
+        @hookimpl
+        def batch_limits(self) -> BatchLimits:
+            return BatchLimits(max_events=7)
+
+    registry.register(Limited("limited"), "limited")
+    registry.register(Recorder("plain"), "plain")
+    assert registry.get("limited").limits == BatchLimits(max_events=7)
+    assert registry.get("plain").limits == BatchLimits()
