@@ -12,30 +12,27 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
 from router_core.errors import ConfigError
-from router_core.outbox.settings import QueueSettings
 from router_core.plugins import PluginRegistry
 from router_core.secrets import register_secret, secrets_in
-from router_core.settings import ROUTING_KEYS, DestinationSettings, RoutingSettings
+from router_core.settings import (
+    ROUTING_KEYS,
+    DestinationSettings,
+    LoggingSettings,
+    QueueSettings,
+    RoutingSettings,
+    validation_problems,
+)
 
 __all__ = ["DestinationConfig", "LoggingSettings", "RouterConfig", "interpolate", "read_toml"]
 
 DEFAULT_CONFIG_PATH = Path("config/router.toml")
 
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-class LoggingSettings(BaseModel):
-    """``[logging]``: how delivery lines are rendered."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format: Literal["console", "json"] = "console"
-    level: Literal["debug", "info", "warning", "error"] = "info"
 
 
 def read_toml(path: str | os.PathLike[str], kind: str = "config file") -> dict[str, Any]:
@@ -211,11 +208,4 @@ def _resolve_one(
 
 
 def _field_problems(where: str, exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown setting"
-        problems.append(f"{where}.{loc}: {message}" if loc else f"{where}: {message}")
-    return problems
+    return validation_problems(exc, where)

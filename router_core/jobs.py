@@ -29,12 +29,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from router_core.config import LoggingSettings, RouterConfig, read_toml
+from router_core.config import RouterConfig, read_toml
 from router_core.errors import ConfigError, RouterError
 from router_core.events import Event
 from router_core.plugins import PluginRegistry
 from router_core.results import SendReport
 from router_core.router import Router
+from router_core.settings import LoggingSettings, validation_problems
 
 __all__ = [
     "Job",
@@ -111,7 +112,9 @@ class Job(BaseModel):
         try:
             job = cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(_problems(exc), source=source) from None
+            raise ConfigError(
+                validation_problems(exc, unknown="unknown key", missing="required"), source=source
+            ) from None
         job._source = source
         return job
 
@@ -278,16 +281,3 @@ def _deep_copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_deep_copy(v) for v in value]
     return value
-
-
-def _problems(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(part) for part in error["loc"])
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown key"
-        elif error["type"] == "missing":
-            message = "required"
-        problems.append(f"{loc}: {message}" if loc else message)
-    return problems

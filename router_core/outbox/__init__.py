@@ -8,9 +8,9 @@ docs/delivery.md.
 from router_core.outbox.errors import OutboxFullError
 from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.queue import FlushResult, QueuedDelivery, open_outbox
-from router_core.outbox.settings import DEFAULT_OUTBOX_PATH, QueueRetrySettings, QueueSettings
 from router_core.outbox.sqlite import SQLiteOutbox
 from router_core.outbox.store import STATES, ClaimedRow, Outbox, OutboxStats
+from router_core.settings import DEFAULT_OUTBOX_PATH, QueueRetrySettings, QueueSettings
 
 __all__ = [
     "DEFAULT_OUTBOX_PATH",

@@ -28,12 +28,12 @@ from router_core.events import Event
 from router_core.outbox.errors import OutboxFullError
 from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.recent import RecentEvents
-from router_core.outbox.settings import QueueSettings
 from router_core.outbox.sqlite import SQLiteOutbox
 from router_core.outbox.store import Outbox
 from router_core.outbox.worker import DestinationWorker
 from router_core.plugins import LoadedPlugin
 from router_core.runtime import LoopThread
+from router_core.settings import QueueSettings
 
 __all__ = ["FlushResult", "QueuedDelivery", "open_outbox"]
 

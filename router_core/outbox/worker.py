@@ -29,10 +29,10 @@ from router_core.destination import Destination
 from router_core.errors import InvalidEventError
 from router_core.events import Event
 from router_core.outbox.recent import RecentEvents
-from router_core.outbox.settings import QueueSettings
 from router_core.outbox.store import ENVELOPE_BYTES, ClaimedRow, Outbox, estimate_bytes
 from router_core.plugins import LoadedPlugin
 from router_core.retry import backoff_delay
+from router_core.settings import QueueSettings
 
 __all__ = ["DestinationWorker"]
 

@@ -9,7 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from router_core.errors import ConfigError
-from router_core.settings import RetrySettings
+from router_core.settings.destination import RetrySettings
+from router_core.settings.problems import validation_problems
 
 __all__ = ["DEFAULT_OUTBOX_PATH", "QueueRetrySettings", "QueueSettings"]
 
@@ -75,21 +76,10 @@ class QueueSettings(BaseModel):
             try:
                 settings = cls.model_validate(dict(value))
             except ValidationError as exc:
-                raise ConfigError(_problems(exc)) from None
+                raise ConfigError(validation_problems(exc, "queue")) from None
         return settings if settings.enabled else None
 
     @property
     def byte_limit(self) -> int:
         """``max_bytes``, or the backend's default (1 GiB on disk, 64 MiB in memory)."""
         return self.max_bytes if self.max_bytes is not None else _DEFAULT_MAX_BYTES[self.backend]
-
-
-def _problems(exc: ValidationError) -> list[str]:
-    problems = []
-    for error in exc.errors(include_url=False, include_input=False):
-        loc = ".".join(str(part) for part in ("queue", *error["loc"]))
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown setting"
-        problems.append(f"{loc}: {message}")
-    return problems

@@ -1,0 +1,30 @@
+"""Every settings model, in one place: what a config file may say, validated.
+
+- ``destination``: the keys every ``[destinations.NAME]`` table takes (``RoutingSettings``,
+  ``RetrySettings``) and ``DestinationSettings``, the base of each plugin's own model;
+- ``queue``: ``[queue]`` and ``[queue.retry]`` (queued delivery through an outbox);
+- ``logs``: ``[logging]``;
+- ``problems``: pydantic errors as the one-line problems config errors list.
+"""
+
+from router_core.settings.destination import (
+    ROUTING_KEYS,
+    DestinationSettings,
+    RetrySettings,
+    RoutingSettings,
+)
+from router_core.settings.logs import LoggingSettings
+from router_core.settings.problems import validation_problems
+from router_core.settings.queue import DEFAULT_OUTBOX_PATH, QueueRetrySettings, QueueSettings
+
+__all__ = [
+    "DEFAULT_OUTBOX_PATH",
+    "ROUTING_KEYS",
+    "DestinationSettings",
+    "LoggingSettings",
+    "QueueRetrySettings",
+    "QueueSettings",
+    "RetrySettings",
+    "RoutingSettings",
+    "validation_problems",
+]
