@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "DeliveryError",
     "InvalidEventError",
+    "JobInputError",
     "PluginLoadError",
     "RouterClosedError",
     "RouterError",
@@ -52,6 +53,10 @@ class PluginLoadError(RouterError):
         super().__init__(f"plugin {plugin!r} failed to load: {reason}")
         self.plugin = plugin
         self.reason = reason
+
+
+class JobInputError(RouterError, ValueError):
+    """An input override of a job file (``--set PATH=VALUE``) is malformed or cannot be applied."""
 
 
 class RouterClosedError(RouterError, RuntimeError):

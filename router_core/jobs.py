@@ -30,7 +30,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from router_core.config import RouterConfig, read_toml
-from router_core.errors import ConfigError, RouterError
+from router_core.errors import ConfigError, JobInputError
 from router_core.events import Event
 from router_core.plugins import PluginRegistry
 from router_core.results import SendReport
@@ -48,10 +48,6 @@ __all__ = [
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _PATH_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-$]*$")
-
-
-class JobInputError(RouterError, ValueError):
-    """An input override (``--set PATH=VALUE``) is malformed or cannot be applied."""
 
 
 class JobSection(BaseModel):
