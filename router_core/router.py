@@ -24,9 +24,10 @@ from router_core.events import Event
 from router_core.http import USER_AGENT
 from router_core.logs import configure_logging, ensure_configured
 from router_core.outbox import FlushResult, Outbox, QueuedDelivery, QueueSettings
-from router_core.plugins import LoadedPlugin, PluginRegistry, default_registry
+from router_core.plugins import PluginRegistry, default_registry
 from router_core.results import DeliveryResult, SendReport
 from router_core.runtime import LoopThread
+from router_core.targets import Target
 
 __all__ = ["Router"]
 
@@ -77,7 +78,7 @@ class Router:
         self._closed = False
         self._pid = os.getpid()
         self._client: httpx.AsyncClient | None = None
-        self._targets: list[tuple[LoadedPlugin, Destination[Any]]] = []
+        self._targets: list[Target] = []
         self._queue: QueuedDelivery | None = None
         self._exit_hook: functools.partial[None] | None = None
         queue_settings = QueueSettings.coerce(queue if queue is not None else config.queue)
@@ -211,10 +212,10 @@ class Router:
 
     async def _fan_out(self, event: Event) -> SendReport:
         names, skipped = self._route(event)
-        chosen = [t for t in self._ensure_targets() if t[1].name in names]
+        chosen = [t for t in self._ensure_targets() if t.name in names]
         results: list[DeliveryResult]
         if len(chosen) == 1:
-            results = [await deliver(chosen[0][0], chosen[0][1], event)]
+            results = [await deliver(*chosen[0], event)]
         else:
             results = await asyncio.gather(*(deliver(p, d, event) for p, d in chosen))
         return SendReport(
@@ -223,7 +224,7 @@ class Router:
             skipped=skipped,
         )
 
-    def _ensure_targets(self) -> list[tuple[LoadedPlugin, Destination[Any]]]:
+    def _ensure_targets(self) -> list[Target]:
         # Runs on the router's loop: the client must be created on the loop that uses it.
         if self._client is None or self._pid != os.getpid():
             self._pid = os.getpid()
@@ -232,7 +233,7 @@ class Router:
             )
             log = structlog.get_logger("router_core")
             self._targets = [
-                (
+                Target(
                     self._registry.get(cfg.plugin),
                     Destination(
                         name=cfg.name,

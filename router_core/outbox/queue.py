@@ -17,13 +17,12 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 
-from router_core.destination import Destination
 from router_core.events import Event
 from router_core.outbox.errors import OutboxFullError
 from router_core.outbox.memory import MemoryOutbox
@@ -31,15 +30,14 @@ from router_core.outbox.recent import RecentEvents
 from router_core.outbox.sqlite import SQLiteOutbox
 from router_core.outbox.store import Outbox
 from router_core.outbox.worker import DestinationWorker
-from router_core.plugins import LoadedPlugin
 from router_core.runtime import LoopThread
 from router_core.settings import QueueSettings
+from router_core.targets import TargetSource
 
 __all__ = ["FlushResult", "QueuedDelivery", "open_outbox"]
 
 log = structlog.get_logger("router_core.outbox")
 
-Targets = Callable[[], Sequence[tuple[LoadedPlugin, Destination[Any]]]]
 
 _WAIT_POLL_S = 0.05  # how often waiters look at the outbox when no worker of ours signals
 _STOP_GRACE_S = 2.0  # after the drain: how long a request in flight may take to finish
@@ -91,7 +89,7 @@ class QueuedDelivery:
         settings: QueueSettings,
         *,
         runtime: LoopThread,
-        targets: Targets,
+        targets: TargetSource,
         destinations: Sequence[str],
         outbox: Outbox | None = None,
     ) -> None:
