@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -19,7 +19,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from router_core.errors import ConfigError
 from router_core.outbox.settings import QueueSettings
 from router_core.plugins import PluginRegistry
-from router_core.secrets import register_secret, secrets_in
+from router_core.redaction import exception_text
+from router_core.secrets import MASK, looks_secret, mask, redact, register_secret, secrets_in
 from router_core.settings import ROUTING_KEYS, DestinationSettings, RoutingSettings
 
 __all__ = ["DestinationConfig", "LoggingSettings", "RouterConfig", "interpolate", "read_toml"]
@@ -94,14 +95,24 @@ def interpolate(value: Any, env: Mapping[str, str], path: str, missing: list[str
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RouterConfig:
-    """The parsed config file: raw destination tables, interpolated only when resolved."""
+    """The parsed config file: raw destination tables, interpolated only when resolved.
+
+    ``repr()`` masks the tables' secrets (see ``router_core.secrets.mask``): keys given in code
+    sit in them as plain strings.
+    """
 
     destinations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     queue: Mapping[str, Any] | None = None
     source: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RouterConfig(destinations={mask(dict(self.destinations))!r}, "
+            f"logging={self.logging!r}, queue={mask(self.queue)!r}, source={self.source!r})"
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> RouterConfig:
@@ -128,7 +139,7 @@ class RouterConfig:
         try:
             logging = LoggingSettings.model_validate(data.get("logging", {}))
         except ValidationError as exc:
-            problems.extend(_field_problems("logging", exc))
+            problems.extend(_field_problems("logging", exc, data.get("logging")))
         queue = data.get("queue")
         if queue is not None and not isinstance(queue, Mapping):
             problems.append("queue: must be a table")
@@ -180,14 +191,17 @@ def _resolve_one(
     try:
         routing = RoutingSettings.model_validate(routing_table)
     except ValidationError as exc:
-        problems.extend(_field_problems(where, exc))
+        problems.extend(_field_problems(where, exc, expanded))
         problems.extend(missing)
         return None
     if not routing.enabled:
         return None
     problems.extend(missing)
     if routing.plugin not in registry:
-        problems.append(f"{where}.plugin: {registry.why_missing(routing.plugin)}")
+        why = registry.why_missing(routing.plugin)
+        if _may_be_a_key(routing.plugin, registry, expanded):
+            why = _without_echoes(why, [routing.plugin])
+        problems.append(f"{where}.plugin: {why}")
         return None
     model = registry.get(routing.plugin).settings_model
     plugin_table = {k: v for k, v in expanded.items() if k not in ROUTING_KEYS}
@@ -198,24 +212,74 @@ def _resolve_one(
         unset = tuple(m.split(": ", 1)[0] for m in missing)
         problems.extend(
             p
-            for p in _field_problems(where, exc)
+            for p in _field_problems(where, exc, expanded)
             if not p.startswith(tuple(f"{u}:" for u in unset))
         )
         return None
-    except ValueError as exc:  # a plugin's own validator raising outside pydantic's wrapping
-        problems.append(f"{where}: {exc}")
+    except Exception as exc:  # a plugin's validator raising what pydantic does not wrap
+        text = exception_text(exc)
+        if not isinstance(exc, ValueError):
+            text = f"{type(exc).__name__}: {text}"
+        problems.append(f"{where}: {_without_echoes(text, _strings(expanded))}")
         return None
     for secret in secrets_in(settings):
         register_secret(secret)
     return DestinationConfig(name=name, routing=routing, settings=settings)
 
 
-def _field_problems(where: str, exc: ValidationError) -> list[str]:
+def _field_problems(where: str, exc: ValidationError, table: Any = None) -> list[str]:
+    """One ``"<where>.<field>: <message>"`` line per error in ``exc``.
+
+    No message repeats a value of ``table`` (or the input it complains about): a value in the
+    wrong field may be a key, and pydantic's messages and a plugin's validators can echo it.
+    """
+    values = list(_strings(table))
     problems = []
-    for error in exc.errors(include_url=False, include_input=False):
+    for error in exc.errors(include_url=False):
         loc = ".".join(str(part) for part in error["loc"])
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown setting"
-        problems.append(f"{where}.{loc}: {message}" if loc else f"{where}: {message}")
+        line = f"{where}.{loc}: {message}" if loc else f"{where}: {message}"
+        problems.append(_without_echoes(line, [*values, *_strings(error.get("input"))]))
     return problems
+
+
+# What a plugin's name looks like (lowercase words, perhaps a number at the end); random keys
+# mix cases or digits in, so an unknown name shaped like this is shown to point out a typo.
+_PLUGIN_NAME = re.compile(r"[a-z][a-z_.-]{0,30}[0-9]{0,2}")
+
+
+def _may_be_a_key(plugin: str, registry: PluginRegistry, table: Mapping[str, Any]) -> bool:
+    if plugin in {info.name for info in registry.infos()}:
+        return False  # installed, but failed to load: its name is no secret
+    others = [v for k, v in table.items() if k != "plugin"]
+    return not _PLUGIN_NAME.fullmatch(plugin) or looks_secret(plugin) or plugin in _strings(others)
+
+
+_MIN_ECHO_LENGTH = 8  # shorter values are never keys; masking them would garble messages
+
+
+def _strings(value: Any) -> Iterator[str]:
+    """Every string in a config value (tables and arrays walked)."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, Mapping):
+        for item in value.values():
+            yield from _strings(item)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            yield from _strings(item)
+
+
+def _without_echoes(text: str, values: Iterable[str]) -> str:
+    """``text`` with each of ``values`` (as given, stripped, or repr-escaped) masked."""
+    forms = {
+        form
+        for value in values
+        for form in (value, value.strip(), repr(value)[1:-1])
+        if len(form.strip()) >= _MIN_ECHO_LENGTH
+    }
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(form, MASK)
+    return redact(text)

@@ -35,6 +35,7 @@ from router_core.events import Event
 from router_core.plugins import PluginRegistry
 from router_core.results import SendReport
 from router_core.router import Router
+from router_core.secrets import MaskedReprModel
 
 __all__ = [
     "Job",
@@ -71,7 +72,7 @@ class JobSection(BaseModel):
         return self
 
 
-class Job(BaseModel):
+class Job(MaskedReprModel):
     """A parsed job file. Build it with ``Job.load(path)`` or ``Job.from_dict(data)``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
