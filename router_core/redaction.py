@@ -146,6 +146,7 @@ def _safe(render: Any, value: Any) -> str:
         return ""
 
 
+_MASKING = "_event_router_masks_secrets"  # marks the subclasses made here
 _masking_types: dict[type[BaseException], type[BaseException]] = {}
 _masking_types_lock = threading.Lock()
 
@@ -178,6 +179,7 @@ def _masking_type(cls: type[BaseException]) -> type[BaseException]:
             "__str__": __str__,
             "__repr__": __repr__,
             "__reduce__": __reduce__,
+            _MASKING: True,
         }
         metaclass: type[Any] = type(cls)  # a custom metaclass builds the subclass too
         made: type[BaseException] = metaclass(cls.__name__, (cls,), namespace)
@@ -187,7 +189,7 @@ def _masking_type(cls: type[BaseException]) -> type[BaseException]:
 
 def _retyped(exc: BaseException) -> BaseException | None:
     """``exc`` switched to its masking subclass, or ``None`` when its type does not allow it."""
-    if type(exc) in _masking_types.values():
+    if _MASKING in vars(type(exc)):
         return None  # already masking; what still shows is not a registered secret
     try:
         exc.__class__ = _masking_type(type(exc))
