@@ -41,7 +41,7 @@ class RetrySettings(BaseModel):
     max_elapsed: float = Field(default=120.0, gt=0)
 
 
-class RoutingSettings(BaseModel):
+class RoutingSettings(MaskedReprModel):
     """The keys every destination table may carry, read by the router rather than the plugin."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

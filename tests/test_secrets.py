@@ -452,9 +452,11 @@ def test_settings_reprs_mask_secret_named_fields_and_registered_keys() -> None:
         "password": password,
         "label": f"copy of {key}",
         "headers": {"X-Auth-Token": token, "Accept": "application/json"},
+        "events": [key, "Order Completed"],  # valid, if odd: a pattern that is the key
     }
     (resolved,) = RouterConfig.from_dict({"destinations": {"p": table}}).resolve(registry)
     texts = [repr(resolved), str(resolved), repr(resolved.settings), str(resolved.settings)]
+    texts += [repr(resolved.routing)]
     for secret in (key, password, token):
         assert_hidden(secret, *texts)
     assert "application/json" in repr(resolved.settings)  # other values are shown as they are
