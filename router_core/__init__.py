@@ -36,6 +36,7 @@ from router_core.outbox import (
     QueueSettings,
 )
 from router_core.plugins import PluginInfo, PluginRegistry
+from router_core.redaction import RedactedError
 from router_core.results import BatchLimits, Delivery, DeliveryResult, SendReport
 from router_core.router import Router
 from router_core.settings import DestinationSettings, RetrySettings
@@ -64,6 +65,7 @@ __all__ = [
     "PluginRegistry",
     "QueueRetrySettings",
     "QueueSettings",
+    "RedactedError",
     "RetrySettings",
     "Router",
     "RouterClosedError",

@@ -18,14 +18,17 @@ from pydantic import ValidationError
 
 from router_core.errors import ConfigError
 from router_core.plugins import PluginRegistry
-from router_core.secrets import register_secret, secrets_in
+from router_core.redaction import exception_text
+from router_core.secrets import looks_secret, mask, register_secret, secrets_in
 from router_core.settings import (
     ROUTING_KEYS,
     DestinationSettings,
     LoggingSettings,
     QueueSettings,
     RoutingSettings,
+    config_strings,
     validation_problems,
+    without_echoes,
 )
 
 __all__ = ["DestinationConfig", "LoggingSettings", "RouterConfig", "interpolate", "read_toml"]
@@ -91,14 +94,24 @@ def interpolate(value: Any, env: Mapping[str, str], path: str, missing: list[str
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RouterConfig:
-    """The parsed config file: raw destination tables, interpolated only when resolved."""
+    """The parsed config file: raw destination tables, interpolated only when resolved.
+
+    ``repr()`` masks the tables' secrets (see ``router_core.secrets.mask``): keys given in code
+    sit in them as plain strings.
+    """
 
     destinations: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     queue: Mapping[str, Any] | None = None
     source: str | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RouterConfig(destinations={mask(dict(self.destinations))!r}, "
+            f"logging={self.logging!r}, queue={mask(self.queue)!r}, source={self.source!r})"
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> RouterConfig:
@@ -125,7 +138,7 @@ class RouterConfig:
         try:
             logging = LoggingSettings.model_validate(data.get("logging", {}))
         except ValidationError as exc:
-            problems.extend(_field_problems("logging", exc))
+            problems.extend(_field_problems("logging", exc, data.get("logging")))
         queue = data.get("queue")
         if queue is not None and not isinstance(queue, Mapping):
             problems.append("queue: must be a table")
@@ -177,14 +190,17 @@ def _resolve_one(
     try:
         routing = RoutingSettings.model_validate(routing_table)
     except ValidationError as exc:
-        problems.extend(_field_problems(where, exc))
+        problems.extend(_field_problems(where, exc, expanded))
         problems.extend(missing)
         return None
     if not routing.enabled:
         return None
     problems.extend(missing)
     if routing.plugin not in registry:
-        problems.append(f"{where}.plugin: {registry.why_missing(routing.plugin)}")
+        why = registry.why_missing(routing.plugin)
+        if _may_be_a_key(routing.plugin, registry, expanded):
+            why = without_echoes(why, [routing.plugin])
+        problems.append(f"{where}.plugin: {why}")
         return None
     model = registry.get(routing.plugin).settings_model
     plugin_table = {k: v for k, v in expanded.items() if k not in ROUTING_KEYS}
@@ -195,17 +211,36 @@ def _resolve_one(
         unset = tuple(m.split(": ", 1)[0] for m in missing)
         problems.extend(
             p
-            for p in _field_problems(where, exc)
+            for p in _field_problems(where, exc, expanded)
             if not p.startswith(tuple(f"{u}:" for u in unset))
         )
         return None
-    except ValueError as exc:  # a plugin's own validator raising outside pydantic's wrapping
-        problems.append(f"{where}: {exc}")
+    except Exception as exc:  # a plugin's validator raising what pydantic does not wrap
+        text = exception_text(exc)
+        if not isinstance(exc, ValueError):
+            text = f"{type(exc).__name__}: {text}"
+        problems.append(f"{where}: {without_echoes(text, config_strings(expanded))}")
         return None
     for secret in secrets_in(settings):
         register_secret(secret)
     return DestinationConfig(name=name, routing=routing, settings=settings)
 
 
-def _field_problems(where: str, exc: ValidationError) -> list[str]:
-    return validation_problems(exc, where)
+def _field_problems(where: str, exc: ValidationError, table: Any = None) -> list[str]:
+    return validation_problems(exc, where, table=table)
+
+
+# What a plugin's name looks like (lowercase words, perhaps a number at the end); random keys
+# mix cases or digits in, so an unknown name shaped like this is shown to point out a typo.
+_PLUGIN_NAME = re.compile(r"[a-z][a-z_.-]{0,30}[0-9]{0,2}")
+
+
+def _may_be_a_key(plugin: str, registry: PluginRegistry, table: Mapping[str, Any]) -> bool:
+    if plugin in {info.name for info in registry.infos()}:
+        return False  # installed, but failed to load: its name is no secret
+    others = [v for k, v in table.items() if k != "plugin"]
+    return (
+        not _PLUGIN_NAME.fullmatch(plugin)
+        or looks_secret(plugin)
+        or plugin in config_strings(others)
+    )

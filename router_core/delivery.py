@@ -29,9 +29,10 @@ from router_core.destination import Destination
 from router_core.errors import DeliveryError
 from router_core.events import Event
 from router_core.plugins import LoadedPlugin
+from router_core.redaction import exception_text, redact_exception
 from router_core.results import Delivery, DeliveryResult
 from router_core.retry import backoff_delay
-from router_core.secrets import redact
+from router_core.secrets import redact, redact_value
 from router_core.settings import RetrySettings
 
 __all__ = ["Outcome", "attempt_limit", "deliver", "deliver_batch", "deliver_event"]
@@ -72,7 +73,7 @@ class Outcome:
     exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     def to_result(self, destination: Destination[Any]) -> DeliveryResult:
-        """The ``DeliveryResult`` an app sees for this outcome."""
+        """The ``DeliveryResult`` an app sees for this outcome (secrets masked in ``output``)."""
         if self.success:
             output: Mapping[str, Any] = self.output or {"success": True}
         else:
@@ -80,6 +81,8 @@ class Outcome:
             failed.setdefault("success", False)
             failed.setdefault("error", self.error)
             output = failed
+        # A destination's answer may echo the key, on success as on failure.
+        output = redact_value(output)
         return DeliveryResult(
             destination=destination.name,
             plugin=destination.plugin,
@@ -113,7 +116,7 @@ class _Failure:
         self.retryable = retryable
         self.status_code = status_code
         self.retry_after = retry_after
-        self.output = output
+        self.output = redact_value(output) if output is not None else None
 
 
 async def _in_thread(fn: Callable[..., T], /, **kwargs: Any) -> T:
@@ -163,24 +166,29 @@ async def _call_hook(caller: Callable[..., list[Any]], is_async: bool, **kwargs:
 
 
 def _classify(exc: BaseException, timeout: float) -> _Failure:
+    # The one place a plugin's exception enters the router: its secrets are masked here, so
+    # results, log lines and the outbox only ever see the masked one.
+    clean = redact_exception(exc)
+    name = type(exc).__name__
     if isinstance(exc, DeliveryError):
         return _Failure(
             exc.message,
-            exc,
+            clean,
             retryable=exc.retryable,
             status_code=exc.status_code,
             retry_after=exc.retry_after,
             output=exc.output,
         )
     if isinstance(exc, _BadReturn):
-        return _Failure(str(exc), exc, retryable=False)
+        return _Failure(str(exc), clean, retryable=False)
     if isinstance(exc, TimeoutError):
-        return _Failure(f"timed out after {timeout:g}s", exc, retryable=True)
+        return _Failure(f"timed out after {timeout:g}s", clean, retryable=True)
     if isinstance(exc, httpx.TimeoutException):
-        return _Failure(f"timed out: {type(exc).__name__}", exc, retryable=True)
+        return _Failure(f"timed out: {name}", clean, retryable=True)
+    text = exception_text(exc)
     if isinstance(exc, httpx.TransportError):
-        return _Failure(f"network error: {type(exc).__name__}: {exc}", exc, retryable=True)
-    return _Failure(f"plugin raised {type(exc).__name__}: {exc}", exc, retryable=False)
+        return _Failure(f"network error: {name}: {text}", clean, retryable=True)
+    return _Failure(f"plugin raised {name}: {text}", clean, retryable=False)
 
 
 async def _attempts(

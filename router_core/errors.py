@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from router_core.secrets import redact
+
 __all__ = [
     "ConfigError",
     "DeliveryError",
@@ -90,5 +92,11 @@ class DeliveryError(RouterError):
         self.retry_after = retry_after
         self.output: Mapping[str, Any] | None = output
 
+    # Masked when shown, wherever it is shown: a plugin may log the error before the router
+    # (which masks its fields) ever sees it.
+    def __str__(self) -> str:
+        return redact(str(self.message))
+
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r}, status_code={self.status_code!r})"
+        message = redact(str(self.message))
+        return f"{type(self).__name__}({message!r}, status_code={self.status_code!r})"

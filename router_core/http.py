@@ -8,7 +8,7 @@ import httpx
 
 from router_core.errors import DeliveryError
 from router_core.retry import parse_retry_after
-from router_core.secrets import redact
+from router_core.secrets import truncate
 
 __all__ = [
     "LIBRARY_NAME",
@@ -43,12 +43,13 @@ def raise_for_status(
 ) -> None:
     """Raise ``error`` for a non-2xx ``response``, classified as retryable or not.
 
-    The body (truncated, secrets masked) and ``Retry-After`` are carried on the error.
+    The body (secrets masked, then cut to 500 characters) and ``Retry-After`` are carried on
+    the error.
     """
     if response.is_success:
         return
     status = response.status_code
-    body = redact(response.text[:_MAX_BODY_IN_ERROR])
+    body = truncate(response.text, _MAX_BODY_IN_ERROR)
     raise error(
         message or f"HTTP {status}",
         status_code=status,

@@ -35,6 +35,7 @@ from router_core.events import Event
 from router_core.plugins import PluginRegistry
 from router_core.results import SendReport
 from router_core.router import Router
+from router_core.secrets import MaskedReprModel
 from router_core.settings import LoggingSettings, validation_problems
 
 __all__ = [
@@ -68,7 +69,7 @@ class JobSection(BaseModel):
         return self
 
 
-class Job(BaseModel):
+class Job(MaskedReprModel):
     """A parsed job file. Build it with ``Job.load(path)`` or ``Job.from_dict(data)``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -109,7 +110,8 @@ class Job(BaseModel):
             job = cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(
-                validation_problems(exc, unknown="unknown key", missing="required"), source=source
+                validation_problems(exc, unknown="unknown key", missing="required", table=data),
+                source=source,
             ) from None
         job._source = source
         return job

@@ -11,27 +11,21 @@ from typing import Any, Literal, TextIO
 
 import structlog
 
-from router_core.secrets import redact
+from router_core.secrets import looks_secret, mask
 
 __all__ = ["configure_logging", "redact_secrets"]
 
 LOG_FORMAT_ENV_VAR = "EVENT_ROUTER_LOG_FORMAT"
 LOG_LEVEL_ENV_VAR = "EVENT_ROUTER_LOG_LEVEL"
 
-_SECRET_KEY_PARTS = ("key", "secret", "token", "password", "authorization")
-
 
 def redact_secrets(
     _logger: Any, _method: str, event_dict: MutableMapping[str, Any]
 ) -> MutableMapping[str, Any]:
-    """structlog processor: mask registered secrets in every string and secret-named keys."""
+    """structlog processor: mask registered secrets in every string (nested ones too) and the
+    values of secret-named fields (``router_core.secrets.SECRET_KEY_PARTS``)."""
     for key, value in event_dict.items():
-        if isinstance(value, str):
-            lowered = key.lower()
-            if any(part in lowered for part in _SECRET_KEY_PARTS) and key != "event":
-                event_dict[key] = "**********"
-            else:
-                event_dict[key] = redact(value)
+        event_dict[key] = mask(value, secret=key != "event" and looks_secret(key))
     return event_dict
 
 

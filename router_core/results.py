@@ -34,8 +34,20 @@ class Delivery:
 class DeliveryResult:
     """The outcome of one event at one destination.
 
-    ``error`` is a human-readable message (secrets removed); ``exception`` the exception that
-    caused the failure, when there was one (not part of ``to_dict()``).
+    ``error`` is a human-readable message; ``exception`` the exception that caused the failure,
+    when there was one (not part of ``to_dict()``). ``output`` is the destination's answer.
+
+    Every secret the destination's settings declare (``SecretStr``, also base64-encoded as in
+    an HTTP Basic header) is masked as ``**********`` in all of them, whatever plugin raised:
+    ``exception`` is masked when the router receives it, in its ``args``, its ``str()`` and
+    ``repr()``, its notes, ``DeliveryError.message``, ``body`` and ``output``, and in every
+    exception chained to it (``__cause__``, ``__context__``, group members), so a printed
+    traceback shows no key either. It is normally the plugin's own exception (same object, so
+    ``isinstance`` checks hold); one whose text is built outside ``args`` gets a same-named
+    subclass that masks its ``str()`` and ``repr()``. Only a built-in exception type keeping
+    text elsewhere (an ``OSError``'s file name) is replaced by ``router_core.RedactedError``,
+    which keeps the type's name, the masked text, the traceback and the chain; the original is
+    dropped because it still holds the key. Frame locals of the traceback are not masked.
     """
 
     destination: str

@@ -14,7 +14,7 @@ from router_core.settings.destination import (
     RoutingSettings,
 )
 from router_core.settings.logs import LoggingSettings
-from router_core.settings.problems import validation_problems
+from router_core.settings.problems import config_strings, validation_problems, without_echoes
 from router_core.settings.queue import DEFAULT_OUTBOX_PATH, QueueRetrySettings, QueueSettings
 
 __all__ = [
@@ -26,5 +26,7 @@ __all__ = [
     "QueueSettings",
     "RetrySettings",
     "RoutingSettings",
+    "config_strings",
     "validation_problems",
+    "without_echoes",
 ]

@@ -8,14 +8,19 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from router_core.events import Event, EventType
+from router_core.secrets import MaskedReprModel
 
 __all__ = ["DestinationSettings", "RetrySettings", "RoutingSettings"]
 
 
-class DestinationSettings(BaseModel):
-    """Base class for a plugin's settings model. Unknown keys are errors, to catch typos."""
+class DestinationSettings(MaskedReprModel):
+    """Base class for a plugin's settings model. Unknown keys are errors, to catch typos.
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    Validation errors never repeat the input, and ``repr()`` masks secrets even in fields not
+    declared ``SecretStr`` (any field whose name looks secret, and every registered secret).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class RetrySettings(BaseModel):
@@ -36,7 +41,7 @@ class RetrySettings(BaseModel):
     max_elapsed: float = Field(default=120.0, gt=0)
 
 
-class RoutingSettings(BaseModel):
+class RoutingSettings(MaskedReprModel):
     """The keys every destination table may carry, read by the router rather than the plugin."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)

@@ -76,7 +76,7 @@ class QueueSettings(BaseModel):
             try:
                 settings = cls.model_validate(dict(value))
             except ValidationError as exc:
-                raise ConfigError(validation_problems(exc, "queue")) from None
+                raise ConfigError(validation_problems(exc, "queue", table=value)) from None
         return settings if settings.enabled else None
 
     @property

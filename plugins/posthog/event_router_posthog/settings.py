@@ -61,12 +61,11 @@ class PostHogSettings(DestinationSettings):
     def _ingestion_host(cls, value: str) -> str:
         host = value.strip()
         parts = urlsplit(host)
+        # The value is not echoed: a key pasted into the wrong field must not leak.
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"must be an http(s) URL such as {DEFAULT_HOST}, not {host!r}",
-            )
+            raise ValueError(f"must be an http(s) URL such as {DEFAULT_HOST}")
         if parts.query or parts.fragment:
-            raise ValueError(f"must be a base URL without query or fragment, not {host!r}")
+            raise ValueError("must be a base URL without query or fragment")
         mapped = _INGESTION_HOSTS.get(parts.hostname)
         if mapped is not None and parts.path.strip("/") == "" and parts.port is None:
             return mapped
