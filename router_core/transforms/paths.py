@@ -65,7 +65,8 @@ class PathPattern:
 
     @classmethod
     def parse(cls, text: str, roots: Collection[str] | None = None) -> PathPattern:
-        """Parse ``text``; ``ValueError`` says what is wrong with it.
+        """Parse ``text``; ``ValueError`` says what is wrong with it (without repeating the
+        text: a config error never echoes a value, which might be a misplaced secret).
 
         ``roots``, when given, are the event fields the path may start with; the first segment
         must then be one of them, literally (a glob there could reach ``type`` or
@@ -77,11 +78,11 @@ class PathPattern:
         segments: list[_Segment] = []
         for part in parts:
             if not part:
-                raise ValueError(f"path {text!r} has an empty segment")
+                raise ValueError("a path cannot have an empty segment")
             if part == ANY_DEPTH:
                 segments.append(ANY_DEPTH)
             elif ANY_DEPTH in part:
-                raise ValueError(f"path {text!r}: '**' must be a whole segment")
+                raise ValueError("'**' must be a whole segment")
             elif "*" in part:
                 pattern = ".*".join(re.escape(piece) for piece in part.split("*"))
                 segments.append(_Glob(part, re.compile(pattern, re.DOTALL)))
@@ -90,7 +91,7 @@ class PathPattern:
         if roots is not None:
             first = segments[0]
             if not isinstance(first, str) or first == ANY_DEPTH or first not in roots:
-                raise ValueError(f"path {text!r} must start with one of {', '.join(roots)}")
+                raise ValueError(f"a path must start with one of {', '.join(roots)}")
         return cls(text, tuple(segments))
 
     @property

@@ -72,7 +72,7 @@ def _path(roots: Collection[str], whole: Collection[str] = ()) -> Callable[[str]
     def check(text: str) -> str:
         pattern = PathPattern.parse(text, roots)
         if pattern.root in whole and len(pattern.segments) > 1:
-            raise ValueError(f"path {text!r}: {pattern.root} is a string; it has no keys")
+            raise ValueError(f"{pattern.root} is a string: a path cannot go below it")
         return text
 
     return check
