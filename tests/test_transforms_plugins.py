@@ -3,7 +3,9 @@ and checked, so a bad one fails its destination with a reason and nothing else."
 
 from __future__ import annotations
 
+import importlib
 import pickle
+import re
 import sys
 import textwrap
 import uuid
@@ -327,3 +329,31 @@ def test_a_transform_plugin_is_found_by_its_entry_point_name(installed_transform
     assert pipeline is not None
     (out,) = pipeline.apply(_event()).events
     assert out.properties == {"total": 10, "via": "masker_plugin"}
+
+
+def _readme_transform_plugin() -> str:
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
+    (block,) = [b for b in blocks if "def transform_event(" in b]
+    return str(block)
+
+
+def test_the_readme_transform_plugin_works_as_described(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "readme_transform.py").write_text(_readme_transform_plugin(), encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        module = importlib.import_module("readme_transform")
+        registry = PluginRegistry(entry_points=False)
+        registry.register(module, "my_transform")
+    finally:
+        sys.modules.pop("readme_transform", None)
+    table = {"type": "plugin", "name": "my_transform", "options": {"region": "us"}}
+    pipeline = TransformPipeline.build("posthog", [table], registry)
+    assert pipeline is not None
+    event = Event.track("Note Added", user_id="u1", properties={"notes": "private", "n": 1})
+    (out,) = pipeline.apply(event).events
+    assert out.properties == {"n": 1, "region": "us"}
+    internal = Event.track("Note Added", user_id="u1", properties={"internal": True})
+    assert pipeline.apply(internal).dropped == "dropped by transform plugin my_transform"
