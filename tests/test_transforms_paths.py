@@ -121,3 +121,16 @@ def test_find_lists_matches_with_their_paths() -> None:
 def test_bad_patterns_say_what_is_wrong(text: str, problem: str) -> None:
     with pytest.raises(ValueError, match=problem):
         PathPattern.parse(text, roots=("properties", "context"))
+
+
+def test_many_distinct_keys_match_as_well_as_few() -> None:
+    # More keys than the matcher remembers transitions for: the rest are worked out afresh.
+    properties = {f"key{n}": {"secret": n, "kept": n} for n in range(3000)}
+    out = PathSet.parse(["properties.*.secret"]).update({"properties": properties}, _delete)
+    assert out["properties"] == {f"key{n}": {"kept": n} for n in range(3000)}
+
+
+def test_a_lone_double_star_matches_every_value_but_not_the_data_itself() -> None:
+    data = {"a": {"b": 1}, "c": [2]}
+    assert PathSet.parse(["**"]).update(data, _delete) == {}
+    assert PathSet.parse(["**"]).keep(data) is data

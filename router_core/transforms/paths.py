@@ -104,17 +104,39 @@ class PathPattern:
 # A matcher state: (pattern number, number of segments matched so far).
 _State = tuple[int, int]
 
+# Transitions remembered per node. Keys met under a glob are the data's own keys, so this
+# bounds the memory a stream of ever-new keys can take; past it, transitions are recomputed.
+_MAX_REMEMBERED = 1024
+
+_CONTAINERS = (dict, list)  # what a path can walk into (a tuple: faster in isinstance)
+
+
+class _Node:
+    """A set of matcher states, with the transitions out of it remembered.
+
+    Built lazily, one per distinct state set, so matching a key is a dict lookup after the
+    first time. Races between threads only ever store equal values.
+    """
+
+    __slots__ = ("literal", "next", "states")
+
+    def __init__(self, states: frozenset[_State], literal: tuple[str, ...] | None) -> None:
+        self.states = states
+        self.literal = literal  # the only keys it can match, when every state is literal
+        self.next: dict[str, tuple[_Node | None, bool]] = {}
+
 
 class PathSet:
     """Several glob paths matched together, in one walk over the data."""
 
-    __slots__ = ("_all_literal", "_patterns", "_start")
+    __slots__ = ("_nodes", "_patterns", "_start")
 
     def __init__(self, patterns: Iterable[PathPattern]) -> None:
         self._patterns = tuple(p.segments for p in patterns)
-        self._start = self._closure((i, 0) for i in range(len(self._patterns)))
-        # States whose next segment is literal can look keys up instead of scanning them all.
-        self._all_literal: dict[frozenset[_State], tuple[str, ...] | None] = {}
+        self._nodes: dict[frozenset[_State], _Node] = {}
+        start = self._closure((i, 0) for i in range(len(self._patterns)))
+        # A lone "**" also matches no key at all: the data itself, which is never replaced.
+        self._start = self._node(frozenset(s for s in start if s[1] < len(self._patterns[s[0]])))
 
     @classmethod
     def parse(cls, texts: Iterable[str], roots: Collection[str] | None = None) -> PathSet:
@@ -142,14 +164,12 @@ class PathSet:
         are removed.
         """
         changed: dict[str, Any] | None = None
-        for key in self.roots:
-            if key not in data:
-                continue
-            states, hit = self._step(self._start, key)
+        for key in self._keys(data, self._start):
+            node, hit = self._move(self._start, key)
             value = data[key]
-            if hit or not isinstance(value, dict | list):
+            if hit or node is None or not isinstance(value, _CONTAINERS):
                 continue
-            pruned = self._keep(value, states)
+            pruned = self._keep(value, node)
             if pruned is not value:
                 if changed is None:
                     changed = dict(data)
@@ -160,7 +180,7 @@ class PathSet:
         """Every matched ``(path, value)``, the path as a tuple of keys and list indexes."""
         yield from self._find(data, self._start, ())
 
-    # -- the walk -----------------------------------------------------------------------------
+    # -- the matcher --------------------------------------------------------------------------
 
     def _closure(self, states: Iterable[_State]) -> frozenset[_State]:
         """``states`` plus what ``**`` reaches by matching no segment."""
@@ -177,14 +197,32 @@ class PathSet:
                 todo.append((p, i + 1))
         return frozenset(out)
 
-    def _step(self, states: frozenset[_State], key: str) -> tuple[frozenset[_State], bool]:
-        """The states after matching ``key``, and whether a whole pattern matched there."""
+    def _node(self, states: frozenset[_State]) -> _Node:
+        node = self._nodes.get(states)
+        if node is None:
+            keys: list[str] = []
+            literal: tuple[str, ...] | None = None
+            for p, i in sorted(states):  # sorted: the same key order in every process
+                segment = self._patterns[p][i]
+                if not isinstance(segment, str) or segment == ANY_DEPTH:
+                    break
+                if segment not in keys:
+                    keys.append(segment)
+            else:
+                literal = tuple(keys)
+            node = _Node(states, literal)
+            self._nodes[states] = node
+        return node
+
+    def _move(self, node: _Node, key: str) -> tuple[_Node | None, bool]:
+        """The node after matching ``key`` (None: nothing more can match below it), and
+        whether a whole pattern matched there."""
+        known = node.next.get(key)
+        if known is not None:
+            return known
         reached: list[_State] = []
-        for p, i in states:
-            segments = self._patterns[p]
-            if i == len(segments):
-                continue
-            segment = segments[i]
+        for p, i in node.states:
+            segment = self._patterns[p][i]
             if segment == ANY_DEPTH:
                 reached.append((p, i))
             elif segment == key if isinstance(segment, str) else segment.matches(key):
@@ -192,53 +230,43 @@ class PathSet:
         after = self._closure(reached)
         hit = any(i == len(self._patterns[p]) for p, i in after)
         live = frozenset(s for s in after if s[1] < len(self._patterns[s[0]]))
-        return live, hit
+        move = (self._node(live) if live else None, hit)
+        if len(node.next) < _MAX_REMEMBERED:
+            node.next[key] = move
+        return move
 
-    def _keys(self, node: Mapping[str, Any] | list[Any], states: frozenset[_State]) -> list[Any]:
-        """The keys (or indexes) of ``node`` worth trying in ``states``."""
-        literal = self._literal_keys(states)
-        if isinstance(node, list):
+    def _keys(self, data: Mapping[str, Any] | list[Any], node: _Node) -> list[Any]:
+        """The keys (or indexes) of ``data`` worth trying at ``node``."""
+        literal = node.literal
+        if isinstance(data, list):
             if literal is None:
-                return list(range(len(node)))
-            return sorted({int(k) for k in literal if k.isdigit() and int(k) < len(node)})
+                return list(range(len(data)))
+            return sorted({int(k) for k in literal if k.isdigit() and int(k) < len(data)})
         if literal is None:
-            return list(node)
-        return [k for k in literal if k in node]
+            return list(data)
+        return [k for k in literal if k in data]
 
-    def _literal_keys(self, states: frozenset[_State]) -> tuple[str, ...] | None:
-        """The keys ``states`` can match when all are literal (in pattern order), else None."""
-        try:
-            return self._all_literal[states]
-        except KeyError:
-            pass
-        keys: list[str] = []
-        found: tuple[str, ...] | None = None
-        for p, i in sorted(states):
-            segment = self._patterns[p][i]
-            if not isinstance(segment, str) or segment == ANY_DEPTH:
-                break
-            if segment not in keys:
-                keys.append(segment)
-        else:
-            found = tuple(keys)
-        self._all_literal[states] = found
-        return found
+    # -- the walks ----------------------------------------------------------------------------
 
-    def _update(self, node: Any, states: frozenset[_State], fn: ValueFunction) -> Any:
-        if not states or not isinstance(node, Mapping | list):
-            return node
+    def _update(self, data: Any, node: _Node, fn: ValueFunction) -> Any:
         replaced: dict[Any, Any] = {}
-        for key in self._keys(node, states):
-            value = node[key]
-            after, hit = self._step(states, str(key))
-            new = fn(value) if hit else self._update(value, after, fn)
+        is_list = isinstance(data, list)
+        for key in self._keys(data, node):
+            value = data[key]
+            after, hit = self._move(node, str(key) if is_list else key)
+            if hit:
+                new = fn(value)
+            elif after is not None and isinstance(value, _CONTAINERS):
+                new = self._update(value, after, fn)
+            else:
+                continue
             if new is not value:
                 replaced[key] = new
         if not replaced:
-            return node
-        if isinstance(node, list):
-            return [replaced.get(i, v) for i, v in enumerate(node) if replaced.get(i) is not DELETE]
-        out = dict(node)
+            return data
+        if is_list:
+            return [replaced.get(i, v) for i, v in enumerate(data) if replaced.get(i) is not DELETE]
+        out = dict(data)
         for key, new in replaced.items():
             if new is DELETE:
                 del out[key]
@@ -246,37 +274,37 @@ class PathSet:
                 out[key] = new
         return out
 
-    def _keep(self, node: dict[str, Any] | list[Any], states: frozenset[_State]) -> Any:
-        """``node`` pruned to what matches; ``None`` when nothing does."""
+    def _keep(self, data: dict[str, Any] | list[Any], node: _Node) -> Any:
+        """``data`` pruned to what matches; ``None`` when nothing does."""
         kept: list[tuple[Any, Any]] = []
         changed = False
-        for key in self._keys(node, states):
-            value = node[key]
-            after, hit = self._step(states, str(key))
+        for key in self._keys(data, node):
+            value = data[key]
+            after, hit = self._move(node, str(key))
             if hit:
                 kept.append((key, value))
                 continue
-            pruned = self._keep(value, after) if after and isinstance(value, dict | list) else None
+            pruned = None
+            if after is not None and isinstance(value, _CONTAINERS):
+                pruned = self._keep(value, after)
             if pruned is not None:
                 kept.append((key, pruned))
             changed = changed or pruned is not value
         if not kept:
             return None
-        if not changed and len(kept) == len(node):
-            return node
-        if isinstance(node, list):
+        if not changed and len(kept) == len(data):
+            return data
+        if isinstance(data, list):
             return [value for _, value in kept]  # list indexes come in ascending order
         pruned_items = dict(kept)
-        return {k: pruned_items[k] for k in node if k in pruned_items}  # keep the input's order
+        return {k: pruned_items[k] for k in data if k in pruned_items}  # keep the input's order
 
     def _find(
-        self, node: Any, states: frozenset[_State], path: tuple[str | int, ...]
+        self, data: Any, node: _Node, path: tuple[str | int, ...]
     ) -> Iterator[tuple[tuple[str | int, ...], Any]]:
-        if not states or not isinstance(node, Mapping | list):
-            return
-        for key in self._keys(node, states):
-            after, hit = self._step(states, str(key))
+        for key in self._keys(data, node):
+            after, hit = self._move(node, str(key))
             if hit:
-                yield (*path, key), node[key]
-            else:
-                yield from self._find(node[key], after, (*path, key))
+                yield (*path, key), data[key]
+            elif after is not None and isinstance(data[key], _CONTAINERS):
+                yield from self._find(data[key], after, (*path, key))
