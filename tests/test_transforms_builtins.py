@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 
 from router_core import Event, TransformOutcome, TransformPipeline
+from router_core.transforms.fields import Drop
+from router_core.transforms.selection import Rename
 
 KEY = "pseudonym-key-0123456789abcdef"
 KEY_ID = "2026-01"
@@ -410,3 +412,37 @@ def test_the_same_event_and_config_give_byte_identical_output() -> None:
 def test_no_transforms_means_no_pipeline() -> None:
     assert TransformPipeline.build("dest", []) is None
     assert TransformPipeline.build("dest", None) is None
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+def test_a_built_in_that_raises_fails_the_destination_with_a_transform_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def broken(self: object, fields: Any) -> Any:
+        raise KeyError("context")
+
+    monkeypatch.setattr(Drop, "__call__", broken)
+    outcome = _apply([{"type": "scrub_ip"}, DROP], _track())
+    assert outcome.events == ()
+    assert outcome.error is not None
+    assert (outcome.error.index, outcome.error.transform) == (1, "drop")
+    assert str(outcome.error) == (
+        "destinations.dest.transforms[1] (drop) failed: KeyError: 'context'"
+    )
+
+
+def test_a_built_in_cannot_produce_an_invalid_event(monkeypatch: pytest.MonkeyPatch) -> None:
+    def unidentified(self: object, fields: Any) -> Any:
+        return {**fields, "user_id": None, "anonymous_id": None}
+
+    monkeypatch.setattr(Rename, "__call__", unidentified)
+    tables = [{"type": "rename", "events": {"a": "b"}}, {"type": "strip_query"}]
+    outcome = _apply(tables, _track())
+    assert outcome.error is not None
+    assert (outcome.error.index, outcome.error.transform) == (0, "rename")  # not strip_query
+    assert outcome.error.reason == (
+        "produced an invalid event: invalid track event: "
+        "a track event needs user_id or anonymous_id"
+    )

@@ -100,10 +100,27 @@ class _BuiltIns:
             return (event,)
         try:
             return (Event.parse(fields),)
-        except InvalidEventError as exc:
-            # Built-ins only touch values an event may hold; should one ever break an event,
-            # the last to change it is the likeliest culprit.
-            raise self._error(last, f"produced an invalid event: {exc}") from None
+        except InvalidEventError:
+            raise self._culprit(event, last) from None
+
+    def _culprit(self, event: Event, last: _BuiltIn) -> TransformError:
+        """The error naming the first step whose output is invalid.
+
+        Built-ins only touch values an event may hold, so this should never run; if one ever
+        breaks an event, replaying the (deterministic) steps one validation at a time finds it.
+        """
+        fields: Mapping[str, Any] = event.__dict__
+        for built_in in self.steps:
+            out = built_in.step(fields)
+            if out is None:
+                break
+            if out is not fields:
+                try:
+                    Event.parse(out)
+                except InvalidEventError as exc:
+                    return self._error(built_in, f"produced an invalid event: {exc}")
+                fields = out
+        return self._error(last, "produced an invalid event")
 
     def _error(self, built_in: _BuiltIn, reason: str) -> TransformError:
         return TransformError(self.destination, built_in.index, built_in.type, reason)
