@@ -438,7 +438,10 @@ def test_a_built_in_cannot_produce_an_invalid_event(monkeypatch: pytest.MonkeyPa
         return {**fields, "user_id": None, "anonymous_id": None}
 
     monkeypatch.setattr(Rename, "__call__", unidentified)
-    tables = [{"type": "rename", "events": {"a": "b"}}, {"type": "strip_query"}]
+    tables: list[dict[str, Any]] = [
+        {"type": "rename", "events": {"a": "b"}},
+        {"type": "strip_query"},
+    ]
     outcome = _apply(tables, _track())
     assert outcome.error is not None
     assert (outcome.error.index, outcome.error.transform) == (0, "rename")  # not strip_query
