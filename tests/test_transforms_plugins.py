@@ -237,7 +237,7 @@ def test_options_are_read_only() -> None:
     assert _error(pipeline.apply(_event())).reason == error.reason  # nothing was changed
 
 
-def test_plugins_run_after_the_built_ins_before_them_and_see_their_result() -> None:
+def test_a_plugin_sees_the_built_ins_before_it_and_feeds_those_after_it() -> None:
     tagger = Tagger()
     registry = PluginRegistry(entry_points=False)
     registry.register(tagger, "my_transform")
