@@ -40,6 +40,7 @@ from router_core.redaction import RedactedError
 from router_core.results import BatchLimits, Delivery, DeliveryResult, SendReport
 from router_core.router import Router
 from router_core.settings import DestinationSettings, RetrySettings
+from router_core.transforms import TransformError, TransformOutcome, TransformPipeline
 
 __all__ = [
     "AliasEvent",
@@ -74,6 +75,9 @@ __all__ = [
     "ScreenEvent",
     "SendReport",
     "TrackEvent",
+    "TransformError",
+    "TransformOutcome",
+    "TransformPipeline",
     "configure_logging",
     "hookimpl",
     "raise_for_status",

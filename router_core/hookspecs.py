@@ -1,14 +1,17 @@
-"""The hooks a destination plugin implements.
+"""The hooks a destination plugin implements, and the one a transform plugin implements.
 
 A plugin is a module (or any object) registered under the ``event_router`` entry-point group.
 It provides one kind of destination: the config's ``plugin = "<entry-point name>"`` selects it.
+A transform plugin implements ``transform_event`` (and need not implement ``send_event``): a
+destination's ``[[destinations.NAME.transforms]]`` table with ``type = "plugin"`` and
+``name = "<entry-point name>"`` selects it.
 The router calls each plugin's hooks on their own (never ``pm.hook.<name>()`` across all
 plugins), so one plugin failing or returning garbage cannot affect another.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pluggy
@@ -27,6 +30,7 @@ __all__ = [
     "DestinationSettingsHook",
     "SendBatchHook",
     "SendEventHook",
+    "TransformEventHook",
     "hookimpl",
     "hookspec",
 ]
@@ -82,6 +86,29 @@ def batch_limits() -> BatchLimits:  # type: ignore[empty-body]
     """
 
 
+@hookspec(firstresult=True)
+def transform_event(
+    event: Event, options: Mapping[str, Any], destination: str
+) -> Event | Sequence[Event] | None:
+    """Transform ``event`` before it is delivered to the destination named ``destination``.
+
+    Return the event (changed with ``event.model_copy(update={...})``, or as it came),
+    ``None`` to drop it for that destination only, or a list of events to deliver instead
+    (an empty list drops it too). ``options`` is the transform table's ``options``, read-only.
+
+    A plain ``def`` only: transforms are CPU work, run for every event, and must not wait on
+    the network (an ``async def`` implementation is refused when the plugin loads). Be
+    deterministic: the same event and options must always give the same output (no clock, no
+    randomness), because the router may transform one event more than once (a preview, a
+    retry).
+
+    The router validates what comes back (an invalid event fails that destination, as does an
+    exception, with the reason in its result) and sets each event's ``message_id``: the
+    original one for a single event, stable ids derived from it for a list. ``event`` is a
+    copy: changing it in place cannot affect other destinations.
+    """
+
+
 # The hooks' shapes as types, so that mypy checks an implementation against its spec:
 # ``_: SendEventHook = send_event`` in a plugin (or its tests) fails type checking when the
 # implementation's parameters or return type do not fit. pluggy checks the names at runtime.
@@ -105,3 +132,9 @@ class SendBatchHook(Protocol):
 
 class BatchLimitsHook(Protocol):
     def __call__(self) -> BatchLimits: ...
+
+
+class TransformEventHook(Protocol):
+    def __call__(
+        self, event: Event, options: Mapping[str, Any], destination: str
+    ) -> Event | Sequence[Event] | None: ...

@@ -28,7 +28,13 @@ __all__ = ["PLUGINS_ENV_VAR", "LoadedPlugin", "PluginInfo", "PluginRegistry", "d
 PLUGINS_ENV_VAR = "EVENT_ROUTER_PLUGINS"
 
 
-_PLUGIN_HOOKS = ("batch_limits", "destination_settings", "send_batch", "send_event")
+_PLUGIN_HOOKS = (
+    "batch_limits",
+    "destination_settings",
+    "send_batch",
+    "send_event",
+    "transform_event",
+)
 
 _Before = Callable[[str, Sequence[pluggy.HookImpl], Mapping[str, Any]], None]
 _After = Callable[[pluggy.Result[Any], str, Sequence[pluggy.HookImpl], Mapping[str, Any]], None]
@@ -67,6 +73,7 @@ class LoadedPlugin:
     limits: BatchLimits = field(default_factory=BatchLimits)
     send_batch: Callable[..., list[Any]] | None = None
     batch_is_async: bool = False
+    transform_event: Callable[..., Any] | None = None
 
 
 @dataclass(slots=True)
@@ -200,8 +207,10 @@ class PluginRegistry:
     ) -> LoadedPlugin:
         hook = own.hook
         implemented = {h for h in _PLUGIN_HOOKS if getattr(hook, h).get_hookimpls()}
-        if "send_event" not in implemented:
-            raise ValueError("it does not implement the send_event hook")
+        if not implemented & {"send_event", "transform_event"}:
+            raise ValueError("it does not implement the send_event hook (nor transform_event)")
+        if "transform_event" in implemented and _is_async(hook.transform_event):
+            raise TypeError("transform_event must be a plain def (transforms are CPU work)")
         settings_model: type[DestinationSettings] = _EmptySettings
         declared = hook.destination_settings()  # firstresult: this plugin's answer, or None
         if declared is not None:
@@ -228,6 +237,7 @@ class PluginRegistry:
             limits=limits,
             send_batch=hook.send_batch if "send_batch" in implemented else None,
             batch_is_async="send_batch" in implemented and _is_async(hook.send_batch),
+            transform_event=hook.transform_event if "transform_event" in implemented else None,
         )
 
     # -- queries ------------------------------------------------------------------------------

@@ -27,7 +27,13 @@ def test_every_hook_is_documented_in_the_readme() -> None:
     hooks = [
         name for name in dir(hookspecs) if hasattr(getattr(hookspecs, name), "event_router_spec")
     ]
-    assert sorted(hooks) == ["batch_limits", "destination_settings", "send_batch", "send_event"]
+    assert sorted(hooks) == [
+        "batch_limits",
+        "destination_settings",
+        "send_batch",
+        "send_event",
+        "transform_event",
+    ]
     for hook in hooks:
         assert f"`{hook}(" in README, f"hook {hook} is not documented in the README"
 
