@@ -1,4 +1,4 @@
-"""The part every vendor emulator shares: lifecycle, recording, faults, and the read-only views."""
+"""The part every vendor emulator shares: lifecycle, recording, faults, and the viewer."""
 
 from __future__ import annotations
 

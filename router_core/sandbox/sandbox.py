@@ -90,7 +90,7 @@ class Sandbox(Service):
 
     @property
     def viewer_url(self) -> str:
-        """Base URL of the read-only viewer."""
+        """Base URL of the viewer: its live page is at ``GET /``."""
         if self._viewer is None:
             raise RuntimeError("the viewer is not running (not started, or viewer_port=None)")
         host, port = self._viewer.host, self._viewer.port
