@@ -57,9 +57,10 @@
   }
 
   function hue(text) {
-    let h = 0;
-    for (const ch of text) h = (h * 31 + ch.codePointAt(0)) % 360;
-    return h;
+    // FNV-1a: similar keys (…a1b2, …a1b3) still get far-apart colours.
+    let h = 0x811c9dc5;
+    for (const ch of text) h = Math.imul(h ^ ch.codePointAt(0), 0x01000193) >>> 0;
+    return h % 360;
   }
 
   function keyChip(key) {
