@@ -207,14 +207,14 @@ def test_keys_never_appear_in_views_logs_or_reprs(client: httpx.Client) -> None:
         views = [
             client.get(f"{url}{path}").text
             for url in (sb.viewer_url, sb.segment.url, sb.posthog.url)
-            for path in ("/", "/_events", "/_requests")
+            for path in ("/", "/_events", "/_requests", "/_feed")
         ]
         texts = [*views, repr(sb), repr(sb.segment.events), repr(sb.posthog.request_log)]
 
         for text in texts:
             assert WRITE_KEY not in text
             assert API_KEY not in text
-        assert sb.segment.events[0].key == "****cdef"
+        assert sb.segment.events[0].key == "…cdef"
 
 
 def test_sandbox_viewer_serves_both_vendors(no_leaked_threads: None) -> None:
@@ -231,34 +231,6 @@ def test_sandbox_viewer_serves_both_vendors(no_leaked_threads: None) -> None:
         assert requests["segment"][0]["status"] == 200
         assert client.post(f"{sb.viewer_url}/_events", json={}).status_code == 405
         assert client.get(f"{sb.viewer_url}/nope").status_code == 404
-
-
-def test_viewer_page_escapes_event_content(client: httpx.Client) -> None:
-    evil = "<script>alert('x')</script>"
-    with Sandbox() as sb:
-        send_segment(client, sb.segment.url, track("<b>id</b>", event=evil))
-        send_posthog(client, sb.posthog.url, evil)
-
-        for url in (sb.viewer_url, sb.segment.url, sb.posthog.url):
-            page = client.get(f"{url}/")
-            assert page.status_code == 200
-            assert page.headers["Content-Type"].startswith("text/html")
-            assert "default-src 'none'" in page.headers["Content-Security-Policy"]
-            assert "<script>" not in page.text
-            assert "<b>id</b>" not in page.text
-            assert "&lt;script&gt;" in page.text
-
-
-def test_viewer_page_lists_events_newest_first(client: httpx.Client) -> None:
-    with Sandbox() as sb:
-        send_segment(client, sb.segment.url, track("first", "First Event"))
-        send_segment(client, sb.segment.url, track("second", "Second Event"))
-
-        page = client.get(f"{sb.viewer_url}/").text
-
-        assert "segment: 2 events" in page
-        assert "posthog: 0 events" in page
-        assert page.index("Second Event") < page.index("First Event")
 
 
 def test_sandbox_stop_frees_every_port(no_leaked_threads: None) -> None:

@@ -64,7 +64,7 @@ def test_batch_is_recorded(posthog: PostHogEmulator, client: httpx.Client) -> No
     assert got.type == "track"
     assert got.distinct_id == "user_1"
     assert got.payload == sent
-    assert got.key == "****cdef"
+    assert got.key == "phc_…cdef"
     assert got.path == "/batch/"
 
 
@@ -94,7 +94,7 @@ def test_single_event_endpoints_take_the_key_from_the_event(
     assert response.status_code == 200
     (got,) = posthog.events
     assert got.path == path
-    assert got.payload["api_key"] == "****cdef"
+    assert got.payload["api_key"] == "phc_…cdef"
     assert API_KEY not in client.get(f"{posthog.url}/_events").text
 
 
@@ -108,7 +108,7 @@ def test_token_field_is_a_key_too(posthog: PostHogEmulator, client: httpx.Client
     response = client.post(f"{posthog.url}/batch/", json={"token": API_KEY, "batch": [event()]})
 
     assert response.status_code == 200
-    assert posthog.events[0].key == "****cdef"
+    assert posthog.events[0].key == "phc_…cdef"
 
 
 def test_array_of_events_with_token_in_properties(
@@ -121,7 +121,7 @@ def test_array_of_events_with_token_in_properties(
 
     assert response.status_code == 200
     assert len(posthog.events) == 3
-    assert all(e.payload["properties"]["token"] == "****cdef" for e in posthog.events)
+    assert all(e.payload["properties"]["token"] == "phc_…cdef" for e in posthog.events)
     assert API_KEY not in client.get(f"{posthog.url}/_events").text
 
 

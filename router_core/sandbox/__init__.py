@@ -6,7 +6,8 @@
 
 Each emulator serves real HTTP on 127.0.0.1, enforces its vendor's documented rules (auth,
 required fields, size limits), records what it accepts, and can inject faults (status
-sequences, latency, dropped connections). ``Sandbox`` runs both plus a read-only viewer.
+sequences, latency, dropped connections). ``Sandbox`` runs both plus a live page of what
+they accepted and refused (``viewer.py``).
 """
 
 from router_core.sandbox.emulator import Emulator

@@ -2,23 +2,49 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import zlib
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["GZIP_MAGIC", "Rejected", "compact_json", "gunzip", "parse_json", "utf8_size"]
+__all__ = [
+    "GZIP_MAGIC",
+    "Rejected",
+    "compact_json",
+    "gunzip",
+    "parse_json",
+    "sent_with",
+    "utf8_size",
+]
 
 GZIP_MAGIC = b"\x1f\x8b"
 
 
 class Rejected(Exception):
-    """A request the emulator refuses: answered with ``status`` and nothing recorded."""
+    """A request the emulator refuses: answered with ``status`` and nothing recorded.
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    ``key`` is the masked key the request carried, when it was read before the refusal: the
+    request log keeps it so the viewer can show which workspace sent a refused request.
+    """
+
+    def __init__(self, status: int, code: str, message: str, key: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
+        self.key = key
+
+
+@contextlib.contextmanager
+def sent_with(key: str) -> Iterator[None]:
+    """Attribute any refusal raised inside the block to ``key`` (a masked key)."""
+    try:
+        yield
+    except Rejected as rejected:
+        if rejected.key is None:
+            rejected.key = key
+        raise
 
 
 def gunzip(data: bytes, limit: int, too_large_status: int) -> bytes:

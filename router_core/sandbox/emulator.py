@@ -1,7 +1,8 @@
-"""The part every vendor emulator shares: lifecycle, recording, faults, and the read-only views."""
+"""The part every vendor emulator shares: lifecycle, recording, faults, and the viewer."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 from abc import abstractmethod
 from collections.abc import Iterable
@@ -13,10 +14,11 @@ from urllib.parse import parse_qs
 
 from router_core.sandbox.bodies import Rejected
 from router_core.sandbox.faults import FaultAction, Faults
+from router_core.sandbox.feed import Activity, Mark
 from router_core.sandbox.records import ReceivedEvent, RequestRecord, Vendor, mask_key
 from router_core.sandbox.server import BackgroundServer, RequestHandler, read_body
 from router_core.sandbox.service import Service
-from router_core.sandbox.viewer import PAGE_HEADERS, render_page
+from router_core.sandbox.viewer import CLEAR_PATH, ViewerApp
 
 __all__ = ["Emulator", "IncomingRequest"]
 
@@ -50,7 +52,8 @@ class Emulator(Service):
 
     Use ``start``/``stop`` or a ``with`` block. Events from requests that pass the vendor's
     rules are recorded (all of a request's events, or none of them). Viewer endpoints:
-    ``GET /_events`` (JSON), ``GET /_requests`` (JSON request log), ``GET /`` (HTML page).
+    ``GET /_events`` (JSON), ``GET /_requests`` (JSON request log), ``GET /_feed`` (what changed
+    since a cursor), ``POST /_clear``, and ``GET /`` (the live page).
     """
 
     vendor: ClassVar[Vendor]
@@ -75,6 +78,9 @@ class Emulator(Service):
         self._events: list[ReceivedEvent] = []
         self._log: list[RequestRecord] = []
         self._requests = 0
+        self._refused = 0
+        self._generation = secrets.token_hex(4)  # new on every clear: tells a viewer to start over
+        self._views = ViewerApp({self.vendor: self}, title=f"{self.vendor} emulator")
         self._stopping = threading.Event()
         self._server: BackgroundServer | None = None
         self._stopped = False
@@ -152,13 +158,51 @@ class Emulator(Service):
         with self._cond:
             return self._cond.wait_for(lambda: len(self._events) >= count, timeout)
 
-    def reset(self) -> None:
-        """Forget events, the request log and counters, and clear faults."""
+    def clear(self) -> int:
+        """Forget events, the request log and counters (faults stay); return how many events."""
         with self._cond:
+            forgotten = len(self._events)
             self._events.clear()
             self._log.clear()
             self._requests = 0
+            self._refused = 0
+            self._generation = secrets.token_hex(4)
+        return forgotten
+
+    def reset(self) -> None:
+        """Forget events, the request log and counters, and clear faults."""
+        self.clear()
         self.faults.clear()
+
+    def activity(self, since: Mark | None, limit: int) -> Activity:
+        """What was recorded after ``since``: at most ``limit`` of the newest events and requests.
+
+        ``since`` is the ``mark`` of an earlier call; ``None``, or a mark from before a
+        ``clear``, starts from the beginning (``reset`` is then true).
+        """
+        with self._cond:
+            n_events, n_log = len(self._events), len(self._log)
+            reset = (
+                since is None
+                or since.generation != self._generation
+                or since.events > n_events
+                or since.requests > n_log
+            )
+            events_from = 0 if reset or since is None else since.events
+            log_from = 0 if reset or since is None else since.requests
+            first_event = max(events_from, n_events - limit)
+            first_request = max(log_from, n_log - limit)
+            return Activity(
+                vendor=self.vendor,
+                mark=Mark(self._generation, n_events, n_log),
+                reset=reset,
+                first_event=first_event,
+                events=self._events[first_event:],
+                first_request=first_request,
+                requests=self._log[first_request:],
+                skipped=(first_event - events_from) + (first_request - log_from),
+                refused=self._refused,
+            )
 
     def __repr__(self) -> str:
         where = self.url if self.running else "not running"
@@ -187,29 +231,28 @@ class Emulator(Service):
         if not key:
             raise Rejected(401, "missing_key", f"no {field} was sent")
         if self._keys is not None and key not in self._keys:
-            raise Rejected(401, "invalid_key", f"{field} is not one this emulator accepts")
+            raise Rejected(
+                401, "invalid_key", f"{field} is not one this emulator accepts", mask_key(key)
+            )
         return mask_key(key)
 
     # -- HTTP ----------------------------------------------------------------------------
 
     def handle_get(self, handler: RequestHandler) -> None:
-        """Read-only views: never counted as requests, never consume faults."""
-        path = handler.path.partition("?")[0]
-        if path == "/_events":
-            events = [event.to_dict() for event in self.events]
-            handler.respond_json(200, {self.vendor: events})
-        elif path == "/_requests":
+        """Viewer reads: never counted as requests, never consume faults."""
+        if handler.path.partition("?")[0] == "/_requests":
+            # One emulator's log is a plain list (the combined viewer's is keyed by vendor).
             handler.respond_json(200, [record.to_dict() for record in self.request_log])
-        elif path == "/":
-            page = render_page(f"{self.vendor} emulator", {self.vendor: self.events})
-            handler.respond(200, page, "text/html; charset=utf-8", PAGE_HEADERS)
         else:
-            handler.respond_json(404, {"error": f"no such page {path}"})
+            self._views.handle_get(handler)
 
     def handle_post(self, handler: RequestHandler) -> None:
         """Ingestion: read the body, apply faults, validate, record, answer."""
         received_at = datetime.now(UTC)
         path, _, query = handler.path.partition("?")
+        if path == CLEAR_PATH:  # the viewer's, not an ingestion request
+            self._views.handle_post(handler)
+            return
         with self._cond:
             self._requests += 1
             request_id = self._requests
@@ -278,7 +321,9 @@ class Emulator(Service):
         rejected: Rejected,
         action: FaultAction | None = None,
     ) -> None:
-        self._note(where, rejected.status, error=rejected.message)
+        self._note(
+            where, rejected.status, error=rejected.message, code=rejected.code, key=rejected.key
+        )
         headers = _latency_header(action) if action is not None else {}
         handler.respond_json(rejected.status, self.error_body(rejected), headers)
 
@@ -289,12 +334,24 @@ class Emulator(Service):
         *,
         error: str | None = None,
         fault: str | None = None,
+        code: str | None = None,
+        key: str | None = None,
     ) -> None:
         record = RequestRecord(
-            where.request_id, "POST", where.path, status, 0, where.received_at, error, fault
+            where.request_id,
+            "POST",
+            where.path,
+            status,
+            0,
+            where.received_at,
+            error=error,
+            fault=fault,
+            code=code,
+            key=key,
         )
         with self._cond:
             self._log.append(record)
+            self._refused += 1
 
     def new_event(
         self,

@@ -13,6 +13,7 @@ from router_core.sandbox.bodies import (
     compact_json,
     gunzip,
     parse_json,
+    sent_with,
     utf8_size,
 )
 from router_core.sandbox.emulator import Emulator, IncomingRequest
@@ -92,6 +93,7 @@ class PostHogEmulator(Emulator):
                 401,
                 "personal_api_key",
                 "a personal API key (phx_) cannot capture events; use the project API key (phc_)",
+                key=mask_key(key),
             )
         return super().check_key(key, field)
 
@@ -121,7 +123,8 @@ class PostHogEmulator(Emulator):
         if token is None:
             token = _event_token(events, labels)
         key = self.check_key(token, "api_key")
-        checked = [_check_event(label, event) for label, event in zip(labels, events, strict=True)]
+        with sent_with(key):
+            checked = [_check_event(lab, event) for lab, event in zip(labels, events, strict=True)]
         return [
             self.new_event(
                 request,

@@ -7,23 +7,29 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-__all__ = ["ReceivedEvent", "RequestRecord", "Vendor", "mask_key"]
+__all__ = ["Outcome", "ReceivedEvent", "RequestRecord", "Vendor", "mask_key"]
 
 Vendor = Literal["segment", "posthog"]
 
 _VISIBLE_TAIL = 4
-_MIN_LENGTH_TO_SHOW_TAIL = 16  # shorter keys are masked whole: 4 chars would be too much of them
+_MIN_SECRET_TO_SHOW_TAIL = 16  # shorter keys are masked whole: 4 chars would be too much of them
+_MASK = "…"  # an ellipsis: "phc_…a1b2"
+_PUBLIC_PREFIXES = ("phc_", "phx_")  # PostHog's key kinds (project, personal): not secret
 
 
 def mask_key(key: str) -> str:
     """Return a masked form of a write/API key that is safe to store and show.
 
-    Long keys keep their last four characters so two keys can be told apart;
-    shorter ones are masked whole. The key itself is never kept.
+    PostHog's ``phc_``/``phx_`` prefix (which kind of key it is) is kept. Keys with 16
+    characters or more after it keep their last four characters too, so two keys can be told
+    apart: ``phc_…a1b2``, ``…a1b2``. Shorter ones are masked whole (``phc_…``,
+    ``…``). The key itself is never kept.
     """
-    if len(key) >= _MIN_LENGTH_TO_SHOW_TAIL:
-        return "****" + key[-_VISIBLE_TAIL:]
-    return "****"
+    prefix = next((p for p in _PUBLIC_PREFIXES if key.startswith(p)), "")
+    secret = key[len(prefix) :]
+    if len(secret) >= _MIN_SECRET_TO_SHOW_TAIL:
+        return prefix + _MASK + secret[-_VISIBLE_TAIL:]
+    return prefix + _MASK
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +85,20 @@ class ReceivedEvent:
         }
 
 
+Outcome = Literal["accepted", "key", "too_large", "malformed", "not_found", "fault", "unanswered"]
+"""How a request was answered, as the viewer groups it: accepted; refused for its key (wrong,
+missing or personal), for its size, for its content (bad JSON, a message breaking a rule) or its
+path; given an injected fault; or left unanswered because the emulator stopped."""
+
+
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One ingestion request and how the emulator answered it.
 
     ``status`` is ``None`` when the connection was dropped without an answer (a fault).
-    ``error`` says why a request was refused; ``fault`` names the injected fault, if any.
+    ``error`` says why a request was refused and ``code`` is the vendor-style error code
+    (``invalid_key``, ``message_too_large``...); ``fault`` names the injected fault, if any.
+    ``key`` is the masked key the request carried, when it got far enough to be read.
     """
 
     request_id: int
@@ -95,6 +109,25 @@ class RequestRecord:
     received_at: datetime
     error: str | None = None
     fault: str | None = None
+    code: str | None = None
+    key: str | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        """What became of the request (see ``Outcome``)."""
+        if self.fault is not None:
+            return "fault"
+        if self.status is None:
+            return "unanswered"
+        if self.status == 200:
+            return "accepted"
+        if self.status in (401, 403):
+            return "key"
+        if self.status == 413 or (self.code or "").endswith("_too_large"):
+            return "too_large"
+        if self.status == 404:
+            return "not_found"
+        return "malformed"
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready view (the shape served by ``GET /_requests``)."""
@@ -103,8 +136,11 @@ class RequestRecord:
             "method": self.method,
             "path": self.path,
             "status": self.status,
+            "outcome": self.outcome,
             "events": self.events,
             "received_at": self.received_at.isoformat(),
             "error": self.error,
+            "code": self.code,
             "fault": self.fault,
+            "key": self.key,
         }

@@ -18,14 +18,15 @@ _WAIT_SLICE = 0.5  # serve_forever wakes this often so Ctrl-C is handled promptl
 
 
 class Sandbox(Service):
-    """A Segment emulator, a PostHog emulator and a read-only viewer of both.
+    """A Segment emulator, a PostHog emulator and a viewer of both.
 
     >>> with Sandbox() as sb:                                     # doctest: +SKIP
     ...     router_config = {"segment": sb.segment.url, "posthog": sb.posthog.url}
 
-    Ports 0 pick free ports. ``viewer_port=None`` runs no viewer. The viewer answers
-    ``GET /_events`` with ``{"segment": [...], "posthog": [...]}`` and ``GET /`` with an
-    HTML page listing the events each vendor received.
+    Ports 0 pick free ports. ``viewer_port=None`` runs no viewer. The viewer serves a live
+    page (``GET /``) of the events both emulators accepted and the requests they refused,
+    ``GET /_events`` (``{"segment": [...], "posthog": [...]}``), ``GET /_requests``,
+    ``GET /_feed`` (what changed since a cursor) and ``POST /_clear``.
     """
 
     def __init__(
@@ -89,11 +90,18 @@ class Sandbox(Service):
 
     @property
     def viewer_url(self) -> str:
-        """Base URL of the read-only viewer."""
+        """Base URL of the viewer: its live page is at ``GET /``."""
         if self._viewer is None:
             raise RuntimeError("the viewer is not running (not started, or viewer_port=None)")
         host, port = self._viewer.host, self._viewer.port
         return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    def clear(self) -> dict[str, int]:
+        """Forget what both emulators recorded (faults stay); return how many events each had.
+
+        This is what the viewer's Clear button (``POST /_clear``) does.
+        """
+        return {name: emulator.clear() for name, emulator in self.emulators.items()}
 
     def reset(self) -> None:
         """Reset both emulators (events, counters, faults)."""

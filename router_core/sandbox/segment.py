@@ -8,7 +8,14 @@ import uuid
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from router_core.sandbox.bodies import Rejected, compact_json, gunzip, parse_json, utf8_size
+from router_core.sandbox.bodies import (
+    Rejected,
+    compact_json,
+    gunzip,
+    parse_json,
+    sent_with,
+    utf8_size,
+)
 from router_core.sandbox.emulator import Emulator, IncomingRequest
 from router_core.sandbox.records import ReceivedEvent, Vendor, mask_key
 
@@ -80,22 +87,8 @@ class SegmentEmulator(Emulator):
         if not isinstance(body, dict):
             raise Rejected(400, "invalid_request", "body must be a JSON object")
         key = self.check_key(_basic_user(request) or _body_key(body), "write key")
-        if request.endpoint == "batch":
-            batch = body.get("batch")
-            if not isinstance(batch, list):
-                raise Rejected(400, "invalid_request", "batch must be a list of messages")
-            if len(batch) > MAX_BATCH_MESSAGES:
-                raise Rejected(
-                    400,
-                    "batch_too_large",
-                    f"batch has {len(batch):,} messages, over the {MAX_BATCH_MESSAGES:,} limit",
-                )
-            labelled: list[tuple[str, Any, str | None]] = [
-                (f"batch[{i}]", message, None) for i, message in enumerate(batch)
-            ]
-        else:
-            labelled = [("message", body, request.endpoint)]
-        checked = [_check_message(label, msg, kind) for label, msg, kind in labelled]
+        with sent_with(key):
+            checked = _check_messages(request, body)
         return [
             self.new_event(
                 request,
@@ -108,6 +101,28 @@ class SegmentEmulator(Emulator):
             )
             for text, kind, message_id, name, distinct_id in checked
         ]
+
+
+def _check_messages(
+    request: IncomingRequest, body: dict[str, Any]
+) -> list[tuple[str, str, str, str | None, str | None]]:
+    """Apply the per-message rules to every message of a request."""
+    if request.endpoint == "batch":
+        batch = body.get("batch")
+        if not isinstance(batch, list):
+            raise Rejected(400, "invalid_request", "batch must be a list of messages")
+        if len(batch) > MAX_BATCH_MESSAGES:
+            raise Rejected(
+                400,
+                "batch_too_large",
+                f"batch has {len(batch):,} messages, over the {MAX_BATCH_MESSAGES:,} limit",
+            )
+        labelled: list[tuple[str, Any, str | None]] = [
+            (f"batch[{i}]", message, None) for i, message in enumerate(batch)
+        ]
+    else:
+        labelled = [("message", body, request.endpoint)]
+    return [_check_message(label, msg, kind) for label, msg, kind in labelled]
 
 
 def _decode(request: IncomingRequest) -> bytes:

@@ -164,6 +164,9 @@ class _Server(ThreadingHTTPServer):
         self.app = app
         self._conn_lock = threading.Lock()
         self._connections: dict[socket.socket, threading.Thread] = {}
+        # Every connection thread not yet seen finished: one that has just closed its socket
+        # may still be running, and stop() must join it too.
+        self._conn_threads: set[threading.Thread] = set()
         self._wake_reader, self._wake_writer = socket.socketpair()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
@@ -211,6 +214,8 @@ class _Server(ThreadingHTTPServer):
         )
         with self._conn_lock:
             self._connections[request] = thread
+            self._conn_threads = {t for t in self._conn_threads if t.is_alive()}
+            self._conn_threads.add(thread)
         thread.start()
 
     def shutdown_request(self, request: Any) -> None:
@@ -225,11 +230,12 @@ class _Server(ThreadingHTTPServer):
     def close_connections(self) -> list[threading.Thread]:
         """Shut down every open connection; return the threads serving them, to join."""
         with self._conn_lock:
-            live = list(self._connections.items())
-        for sock, _thread in live:
+            sockets = list(self._connections)
+            threads = list(self._conn_threads)
+        for sock in sockets:
             with contextlib.suppress(OSError):  # already closed by its thread
                 sock.shutdown(socket.SHUT_RDWR)
-        return [thread for _sock, thread in live]
+        return threads
 
 
 class BackgroundServer:

@@ -1,119 +1,108 @@
-"""Read-only views of what the emulators received: a JSON feed and a small HTML page."""
+"""The viewer: a live page of what the emulators received and refused, and its JSON endpoints.
+
+The page is static HTML, CSS and JavaScript shipped in ``static/`` (no build step, nothing
+loaded from the network). It polls ``GET /_feed`` with the cursor of its previous answer, so it
+updates without reloading; polling short requests suits this thread-per-connection server,
+whose ``stop`` joins every connection (a held stream per open tab would have to be woken and
+torn down), and a cursor keeps each poll as small as the news.
+"""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
-from html import escape
+import functools
+from collections.abc import Mapping
+from importlib import resources
 from typing import TYPE_CHECKING
+from urllib.parse import parse_qs
 
-from router_core.sandbox.records import ReceivedEvent
+from router_core.sandbox.bodies import Rejected
+from router_core.sandbox.feed import BadFeedQuery, build_feed
+from router_core.sandbox.server import read_body
 
 if TYPE_CHECKING:
     from router_core.sandbox.emulator import Emulator
     from router_core.sandbox.server import RequestHandler
 
-__all__ = ["PAGE_LIMIT", "ViewerApp", "render_page"]
+__all__ = ["CLEAR_PATH", "PAGE_HEADERS", "ViewerApp"]
 
-PAGE_LIMIT = 200
-"""The HTML page shows this many of the newest events per vendor (the JSON feed has all)."""
+CLEAR_PATH = "/_clear"
 
-_REFRESH_SECONDS = 2
+_STATIC = {
+    "/": ("viewer.html", "text/html; charset=utf-8"),
+    "/_static/viewer.js": ("viewer.js", "text/javascript; charset=utf-8"),
+    "/_static/viewer.css": ("viewer.css", "text/css; charset=utf-8"),
+}
+_MAX_CLEAR_BODY = 64 * 1024  # /_clear takes no body; a small one is read and ignored
+_CROSS_SITE = frozenset({"cross-site", "same-site"})
 
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}
-h1{font-size:1.3rem}h2{font-size:1.1rem;margin-top:1.5rem}
-table{border-collapse:collapse;width:100%;font-size:.85rem}
-th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:left;vertical-align:top}
-th{background:#f3f3f3}pre{margin:0;white-space:pre-wrap;word-break:break-all;max-height:12rem;
-overflow:auto}.muted{color:#777}
-"""
-
-
-def render_page(title: str, events: Mapping[str, Sequence[ReceivedEvent]]) -> bytes:
-    """An HTML page listing ``events`` per vendor, newest first. Every value is escaped."""
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'>",
-        f"<meta http-equiv='refresh' content='{_REFRESH_SECONDS}'>",
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head><body>",
-        f"<h1>{escape(title)}</h1>",
-        "<p class='muted'>Refreshes every few seconds. JSON: <code>GET /_events</code>.</p>",
-    ]
-    for vendor, received in events.items():
-        parts.append(_vendor_section(vendor, received))
-    parts.append("</body></html>")
-    return "".join(parts).encode()
+PAGE_HEADERS = {
+    # Scripts and styles only from this server, fetches only back to it: an event value that
+    # slipped into the page as markup could not run, and nothing is loaded from the network.
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        "img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-store",
+}
 
 
-def _vendor_section(vendor: str, received: Sequence[ReceivedEvent]) -> str:
-    shown = list(reversed(received[-PAGE_LIMIT:]))
-    heading = f"<h2>{escape(vendor)}: {len(received)} event{'s' if len(received) != 1 else ''}"
-    if len(received) > len(shown):
-        heading += f" <span class='muted'>(newest {len(shown)} shown)</span>"
-    heading += "</h2>"
-    if not shown:
-        return heading + "<p class='muted'>Nothing received yet.</p>"
-    rows = "".join(_row(event) for event in shown)
-    return (
-        heading + "<table><tr><th>request</th><th>received</th><th>type</th><th>event</th>"
-        "<th>distinct id</th><th>message id</th><th>key</th><th>payload</th></tr>"
-        f"{rows}</table>"
-    )
-
-
-def _row(event: ReceivedEvent) -> str:
-    payload = json.dumps(event.payload, indent=2, sort_keys=True, ensure_ascii=False)
-    cells = (
-        str(event.request_id),
-        event.received_at.strftime("%H:%M:%S.%f")[:-3],
-        event.type,
-        event.event or "",
-        event.distinct_id or "",
-        event.message_id,
-        event.key,
-    )
-    tds = "".join(f"<td>{escape(cell)}</td>" for cell in cells)
-    return f"<tr>{tds}<td><pre>{escape(payload)}</pre></td></tr>"
+@functools.cache
+def _asset(name: str) -> bytes:
+    return resources.files("router_core.sandbox").joinpath("static", name).read_bytes()
 
 
 class ViewerApp:
-    """Serves the events of several emulators: ``GET /_events`` (JSON) and ``GET /`` (HTML)."""
+    """Serves the page, ``/_events``, ``/_requests``, ``/_feed`` and ``POST /_clear``
+    for one or more emulators (by vendor name)."""
 
-    def __init__(self, emulators: Mapping[str, Emulator]) -> None:
+    def __init__(self, emulators: Mapping[str, Emulator], title: str = "event-router sandbox"):
         self._emulators = dict(emulators)
+        self._title = title
 
     def handle_get(self, handler: RequestHandler) -> None:
-        """Answer the read-only views."""
-        path = handler.path.partition("?")[0]
-        if path == "/_events":
-            feed = {
+        """Answer the page, its assets and the JSON views."""
+        path, _, query = handler.path.partition("?")
+        if path in _STATIC:
+            name, content_type = _STATIC[path]
+            handler.respond(200, _asset(name), content_type, PAGE_HEADERS)
+        elif path == "/_feed":
+            try:
+                feed = build_feed(self._title, self._emulators, parse_qs(query))
+            except BadFeedQuery as exc:
+                handler.respond_json(400, {"error": str(exc)})
+                return
+            handler.respond_json(200, feed, {"Cache-Control": "no-store"})
+        elif path == "/_events":
+            events = {
                 name: [event.to_dict() for event in emulator.events]
                 for name, emulator in self._emulators.items()
             }
-            handler.respond_json(200, feed)
+            handler.respond_json(200, events)
         elif path == "/_requests":
             log = {
                 name: [record.to_dict() for record in emulator.request_log]
                 for name, emulator in self._emulators.items()
             }
             handler.respond_json(200, log)
-        elif path == "/":
-            page = render_page(
-                "event-router sandbox",
-                {name: emulator.events for name, emulator in self._emulators.items()},
-            )
-            handler.respond(200, page, "text/html; charset=utf-8", PAGE_HEADERS)
         else:
             handler.respond_json(404, {"error": f"no such page {path}"})
 
     def handle_post(self, handler: RequestHandler) -> None:
-        """The viewer is read-only."""
-        handler.close_connection = True  # its body is left unread
-        handler.respond_json(405, {"error": "the viewer is read-only"})
-
-
-PAGE_HEADERS = {
-    # The page runs no script and loads nothing: even an unescaped value could not execute.
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'",
-    "Cache-Control": "no-store",
-}
+        """``POST /_clear`` forgets what every emulator recorded; anything else is refused."""
+        path = handler.path.partition("?")[0]
+        if path != CLEAR_PATH:
+            handler.close_connection = True  # its body is left unread
+            handler.respond_json(405, {"error": f"POST {path}: the viewer only takes POST /_clear"})
+            return
+        try:
+            read_body(handler, _MAX_CLEAR_BODY, 413)  # keeps a keep-alive connection in step
+        except Rejected as rejected:
+            handler.respond_json(rejected.status, {"error": rejected.message})
+            return
+        # Browsers say where a request comes from: another site's form must not wipe the
+        # sandbox. curl and scripts send no such header.
+        if handler.headers.get("Sec-Fetch-Site", "").lower() in _CROSS_SITE:
+            handler.respond_json(403, {"error": "clear the sandbox from its own page"})
+            return
+        cleared = {name: emulator.clear() for name, emulator in self._emulators.items()}
+        handler.respond_json(200, {"cleared": cleared})
