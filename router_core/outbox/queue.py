@@ -21,10 +21,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from router_core.destination import Destination
 from router_core.events import Event
+from router_core.logs import get_logger
 from router_core.outbox.errors import OutboxFullError
 from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.recent import RecentEvents
@@ -37,7 +36,7 @@ from router_core.runtime import LoopThread
 
 __all__ = ["FlushResult", "QueuedDelivery", "open_outbox"]
 
-log = structlog.get_logger("router_core.outbox")
+log = get_logger("event_router.outbox")
 
 Targets = Callable[[], Sequence[tuple[LoadedPlugin, Destination[Any]]]]
 
