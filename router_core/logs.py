@@ -116,6 +116,9 @@ def _message(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -
     return ((f"{event} {rest}" if rest else event,), call)
 
 
+_OWN: list[Any] = [_message]  # the processors when the app has no structlog set-up
+
+
 def _as_call(result: Any) -> tuple[Sequence[Any], Mapping[str, Any]]:
     # The same shapes structlog's own wrappers accept from the last processor.
     if isinstance(result, str | bytes | bytearray):
@@ -147,12 +150,33 @@ def _caller_level() -> int:
     return level
 
 
-class _AppBoundLogger(structlog.stdlib.BoundLogger):
+class _BoundLogger(structlog.stdlib.BoundLogger):
     """A structlog logger over an ``event_router.*`` stdlib logger.
 
-    Masks secrets before the processors run, and hands the masked fields to the stdlib record
-    as attributes (``extra``) whatever the last processor renders.
+    Nothing is built for a level the stdlib logger would drop (unless structlog's
+    ``capture_logs()`` is listening: it sees every line, as with structlog's own loggers).
+    Secrets are masked before the processors run, and the masked fields become attributes of
+    the stdlib record (``extra``) whatever the last processor renders.
     """
+
+    def _listening(self) -> bool:
+        if self._processors is _OWN:
+            return False
+        return any(isinstance(p, structlog.testing.LogCapture) for p in self._processors)
+
+    def _proxy_to_logger(
+        self, method_name: str, event: str | None = None, *event_args: str, **event_kw: Any
+    ) -> Any:
+        level = _METHOD_LEVELS.get(method_name, logging.NOTSET)
+        if not self._logger.isEnabledFor(level) and not self._listening():
+            return None
+        return super()._proxy_to_logger(method_name, event, *event_args, **event_kw)
+
+    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
+        # The hot path (a line per delivered attempt, usually off): check before packing.
+        if not self._logger.isEnabledFor(logging.DEBUG) and not self._listening():
+            return None
+        return super()._proxy_to_logger("debug", event, *args, **kw)
 
     def _process_event(
         self, method_name: str, event: str | None, event_kw: dict[str, Any]
@@ -167,24 +191,6 @@ class _AppBoundLogger(structlog.stdlib.BoundLogger):
         args, kwargs = _as_call(result)
         extra = {**_record_attributes(fields), **kwargs.get("extra", {})}
         return args, {"stacklevel": _caller_level(), **kwargs, "extra": extra}
-
-
-class _BoundLogger(_AppBoundLogger):
-    """Our own processors: nothing is built for a level the stdlib logger would drop."""
-
-    def _proxy_to_logger(
-        self, method_name: str, event: str | None = None, *event_args: str, **event_kw: Any
-    ) -> Any:
-        level = _METHOD_LEVELS.get(method_name, logging.NOTSET)
-        if not self._logger.isEnabledFor(level):
-            return None  # a delivered attempt costs one cached level check
-        return super()._proxy_to_logger(method_name, event, *event_args, **event_kw)
-
-    def debug(self, event: str | None = None, *args: Any, **kw: Any) -> Any:
-        # The hot path (a line per delivered attempt, usually off): check before packing.
-        if not self._logger.isEnabledFor(logging.DEBUG):
-            return None
-        return super()._proxy_to_logger("debug", event, *args, **kw)
 
 
 class _SecretsFilter(logging.Filter):
@@ -209,11 +215,10 @@ def stdlib_logger(name: str = LOGGER_NAME) -> logging.Logger:
 
 def _bound(name: str, context: Mapping[str, Any]) -> Any:
     logger = stdlib_logger(name)
-    if structlog.is_configured():
-        # The app's own list, not a copy: structlog.testing.capture_logs() edits it in place.
-        processors = structlog.get_config()["processors"]
-        return _AppBoundLogger(logger, processors, dict(context))
-    return _BoundLogger(logger, [_message], dict(context))
+    # The app's own list when it configured structlog, not a copy: capture_logs() edits it in
+    # place.
+    processors = structlog.get_config()["processors"] if structlog.is_configured() else _OWN
+    return _BoundLogger(logger, processors, dict(context))
 
 
 class _LazyLogger:

@@ -17,6 +17,7 @@ import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -288,6 +289,21 @@ def test_an_app_processor_formatter_renders_our_records_like_its_own() -> None:
     app, ours = (json.loads(line) for line in out.getvalue().splitlines())
     assert app == {"user": "u1", "event": "app_line", "level": "warning"}
     assert ours == {"pending": 3, "event": "outbox_line", "level": "warning"}
+
+
+def test_app_processors_run_only_for_lines_its_levels_let_through(router: Router) -> None:
+    seen: list[str] = []
+
+    def spy(_logger: Any, method: str, event_dict: Any) -> Any:
+        seen.append(f"{method}:{event_dict['event']}")
+        return event_dict
+
+    structlog.configure(
+        processors=[spy, structlog.processors.KeyValueRenderer()],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+    )
+    router.send(Event.track("Order Completed", user_id="u1"))  # event_router at WARNING
+    assert seen == ["warning:delivery_attempt"]  # not the INFO plugin lines, not the DEBUG one
 
 
 def test_structlog_capture_logs_sees_our_lines() -> None:
