@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PACKAGES := -e '.[test]' -e 'plugins/segment[test]' -e 'plugins/posthog[test]'
 
-.PHONY: install test lint typecheck unit demo bench clean
+.PHONY: install test lint typecheck unit demo bench dist clean
 
 $(STAMP): pyproject.toml plugins/segment/pyproject.toml plugins/posthog/pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("event-router needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -36,5 +36,14 @@ bench: install
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
+# Wheels and sdists of the core and both plugins, in dist/ (each wheel is built from its sdist,
+# in an isolated environment, as a package index would build it).
+dist: install
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist .
+	$(BIN)/python -m build --outdir dist plugins/segment
+	$(BIN)/python -m build --outdir dist plugins/posthog
+	@ls -1 dist
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) dist .mypy_cache .ruff_cache .pytest_cache

@@ -5,6 +5,7 @@
 ...     report = router.send(Event.track("Order Completed", user_id="user_12345"))
 """
 
+from router_core._version import __version__ as __version__
 from router_core.config import DestinationConfig, RouterConfig
 from router_core.destination import Destination
 from router_core.errors import (

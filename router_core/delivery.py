@@ -224,7 +224,7 @@ async def _attempts(
             failed = _classify(exc, timeout)
         else:
             duration_ms = (time.perf_counter() - attempt_started) * 1000
-            log.info(
+            log.debug(
                 "delivery_attempt",
                 status="delivered",
                 status_code=outcome.status_code,

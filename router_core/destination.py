@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 import httpx
-import structlog
 
+from router_core.logs import get_logger
 from router_core.settings import DestinationSettings, RoutingSettings
 
 __all__ = ["Destination"]
@@ -22,7 +22,8 @@ class Destination(Generic[S]):
 
     ``client`` is the router's pooled ``httpx.AsyncClient``; use it from ``async def`` hooks.
     ``timeout`` is this destination's per-attempt timeout in seconds. ``log`` is a structlog
-    logger already bound to the destination and plugin names.
+    logger bound to the destination and plugin names, writing to the stdlib logger
+    ``event_router.delivery`` (the application decides what is shown).
     """
 
     name: str
@@ -30,7 +31,7 @@ class Destination(Generic[S]):
     settings: S
     routing: RoutingSettings
     client: httpx.AsyncClient = field(repr=False)
-    log: Any = field(repr=False, default_factory=lambda: structlog.get_logger("router_core"))
+    log: Any = field(repr=False, default_factory=lambda: get_logger("event_router.delivery"))
 
     @property
     def timeout(self) -> float:

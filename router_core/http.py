@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from importlib import metadata
-
 import httpx
 
+from router_core._version import __version__
 from router_core.errors import DeliveryError
 from router_core.retry import parse_retry_after
 from router_core.secrets import truncate
@@ -20,10 +19,7 @@ __all__ = [
 ]
 
 LIBRARY_NAME = "event-router"
-try:
-    LIBRARY_VERSION = metadata.version(LIBRARY_NAME)
-except metadata.PackageNotFoundError:  # running from a source tree without installing
-    LIBRARY_VERSION = "0.0.0"
+LIBRARY_VERSION = __version__
 USER_AGENT = f"{LIBRARY_NAME}/{LIBRARY_VERSION}"
 
 PERMANENT_STATUS_CODES = frozenset({400, 401, 403, 413})

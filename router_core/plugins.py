@@ -16,10 +16,10 @@ from importlib import metadata
 from typing import Any
 
 import pluggy
-import structlog
 
 from router_core import hookspecs
 from router_core.errors import PluginLoadError
+from router_core.logs import get_logger
 from router_core.results import BatchLimits
 from router_core.settings import DestinationSettings
 
@@ -194,11 +194,7 @@ class PluginRegistry:
     def _fail(
         self, name: str, reason: str, dist: str | None, version: str | None, module: str | None
     ) -> str:
-        # Looked up per call: a module-level logger would keep the logging set-up in force
-        # when it was first used, and these lines are rare.
-        structlog.get_logger("router_core.plugins").warning(
-            "plugin_load_failed", plugin=name, error=reason
-        )
+        get_logger("event_router.plugins").warning("plugin_load_failed", plugin=name, error=reason)
         self._infos.setdefault(name, PluginInfo(name, dist, version, module, error=reason))
         return reason
 

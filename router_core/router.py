@@ -14,7 +14,6 @@ from types import TracebackType
 from typing import Any
 
 import httpx
-import structlog
 
 from router_core.config import RouterConfig
 from router_core.delivery import deliver
@@ -22,7 +21,7 @@ from router_core.destination import Destination
 from router_core.errors import RouterClosedError
 from router_core.events import Event
 from router_core.http import USER_AGENT
-from router_core.logs import configure_logging, ensure_configured
+from router_core.logs import configure_from_settings, get_logger
 from router_core.outbox import FlushResult, Outbox, QueuedDelivery, QueueSettings
 from router_core.plugins import PluginRegistry, default_registry
 from router_core.results import DeliveryResult, SendReport
@@ -70,9 +69,7 @@ class Router:
         self._unfiltered: tuple[str, ...] | None = None
         if all(d.routing.types is None and d.routing.events is None for d in self._resolved):
             self._unfiltered = tuple(d.name for d in self._resolved)
-        if config.source is not None and not structlog.is_configured():
-            configure_logging(config.logging.format, config.logging.level)
-        ensure_configured()
+        configure_from_settings(config.logging)  # only when [logging] or EVENT_ROUTER_LOG_* ask
         self._runtime = LoopThread()
         self._lock = threading.Lock()
         self._closed = False
@@ -231,7 +228,7 @@ class Router:
             self._client = httpx.AsyncClient(
                 limits=_POOL_LIMITS, headers={"User-Agent": USER_AGENT}
             )
-            log = structlog.get_logger("router_core")
+            log = get_logger("event_router.delivery")
             self._targets = [
                 Target(
                     self._registry.get(cfg.plugin),
@@ -304,6 +301,4 @@ def _close_at_exit(ref: weakref.ref[Router]) -> None:
     try:
         router.close(timeout=settings.exit_timeout if settings is not None else 0.0)
     except Exception as exc:  # never turn interpreter exit into a traceback
-        structlog.get_logger("router_core").error(
-            "close_at_exit_failed", error=f"{type(exc).__name__}: {exc}"
-        )
+        get_logger().error("close_at_exit_failed", error=f"{type(exc).__name__}: {exc}")

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import TypeVar
 
 import httpx
-import structlog
 
 from router_core.destination import Destination
+from router_core.logs import get_logger
 from router_core.settings import DestinationSettings, RoutingSettings
 
 __all__ = ["destination"]
@@ -38,5 +38,5 @@ def destination(
         settings=settings,
         routing=RoutingSettings(plugin=plugin, timeout=timeout),
         client=client,
-        log=structlog.get_logger("router_core").bind(destination=name or plugin, plugin=plugin),
+        log=get_logger("event_router.delivery").bind(destination=name or plugin, plugin=plugin),
     )

@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from router_core.logs import logging_restored
+
 
 @dataclass
 class RecordingServer:
@@ -67,3 +69,10 @@ def recording_server() -> Iterator[RecordingServer]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+@pytest.fixture(autouse=True)
+def _event_router_logging_restored() -> Iterator[None]:
+    """A test that installs event-router's log handler (configure_logging) leaves no trace."""
+    with logging_restored():
+        yield

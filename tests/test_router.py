@@ -315,7 +315,7 @@ def test_report_to_dict_is_json(make_router: Any) -> None:
 
 def test_one_log_line_per_attempt_without_secrets(make_router: Any) -> None:
     stream = io.StringIO()
-    configure_logging(format="json", level="info", stream=stream)
+    configure_logging(format="json", level="debug", stream=stream)
     try:
         router = make_router(
             {

@@ -22,7 +22,7 @@ __all__ = ["main"]
 @click.pass_context
 def main(ctx: click.Context) -> int:
     """Send each analytics event once; event-router fans it out to every destination."""
-    # Before any plugin loads: structlog's unconfigured default would print to stdout.
+    # Before any plugin loads: a plugin that fails to load is a warning line on stderr.
     setup_logging(verbose=False)
     if ctx.invoked_subcommand is None:
         click.echo(ctx.get_help())

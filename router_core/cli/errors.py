@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-import structlog
 
 from router_core.errors import ConfigError, RouterError
+from router_core.logs import logging_restored
 
 __all__ = [
     "DEBUG_ENV_VAR",
@@ -92,16 +92,10 @@ class RouterGroup(click.Group):
         standalone_mode: bool = True,
         **extra: Any,
     ) -> Any:
-        # Commands configure structlog for their run; calling main() from Python (tests, an
-        # embedding app) must leave the process's logging as it found it.
-        configured, saved = structlog.is_configured(), structlog.get_config()
-        try:
+        # Commands install event-router's log handler for their run; calling main() from
+        # Python (tests, an embedding app) must leave the process's logging as it found it.
+        with logging_restored():
             code = self._run(args, prog_name, complete_var, **extra)
-        finally:
-            if configured:
-                structlog.configure(**saved)
-            else:
-                structlog.reset_defaults()
         if standalone_mode:
             sys.exit(code)
         return code

@@ -6,12 +6,13 @@ import io
 import os
 import sys
 from collections.abc import Callable
-from typing import Literal, TextIO, TypeVar, cast
+from typing import TextIO, TypeVar, cast
 
 import click
 
 from router_core.cli.errors import BadInput
-from router_core.logs import LOG_LEVEL_ENV_VAR, configure_logging
+from router_core.config import LoggingSettings
+from router_core.logs import LOG_FORMAT_ENV_VAR, LOG_LEVEL_ENV_VAR, configure_logging
 from router_core.plugins import PluginRegistry, default_registry
 
 __all__ = [
@@ -38,7 +39,7 @@ def json_option(func: F) -> F:
 
 
 def verbose_option(func: F) -> F:
-    """``-v/--verbose``: show a log line per delivery attempt on stderr."""
+    """``-v/--verbose``: show a log line per delivery attempt (debug level) on stderr."""
     return click.option(
         "-v",
         "--verbose",
@@ -65,11 +66,17 @@ class _CurrentStderr(io.TextIOBase):
         sys.stderr.flush()
 
 
-def setup_logging(verbose: bool, format: Literal["console", "json"] = "console") -> None:
-    """Delivery log lines at info with ``--verbose``; otherwise warnings only (or the level in
-    ``EVENT_ROUTER_LOG_LEVEL``), so tables and JSON are not buried in log lines."""
-    level = "info" if verbose else os.environ.get(LOG_LEVEL_ENV_VAR) or "warning"
+def setup_logging(verbose: bool, settings: LoggingSettings | None = None) -> None:
+    """event-router's lines on stderr: every delivery attempt with ``--verbose``, otherwise
+    warnings only (or the level in ``EVENT_ROUTER_LOG_LEVEL``), so tables and JSON are not
+    buried in log lines. The format: ``EVENT_ROUTER_LOG_FORMAT``, else the one ``settings``
+    (the config's ``[logging]`` table) sets, else console."""
+    # None lets configure_logging() read the variable, and name it if its value is wrong.
+    level = "debug" if verbose else None if os.environ.get(LOG_LEVEL_ENV_VAR) else "warning"
+    fmt = None
+    if settings is not None and "format" in settings.model_fields_set:
+        fmt = None if os.environ.get(LOG_FORMAT_ENV_VAR) else settings.format
     try:
-        configure_logging(format, level, stream=cast(TextIO, _CurrentStderr()))
+        configure_logging(fmt, level, stream=cast(TextIO, _CurrentStderr()))
     except ValueError as exc:
-        raise BadInput(f"{LOG_LEVEL_ENV_VAR}: {exc}; use debug, info, warning or error") from None
+        raise BadInput(str(exc)) from None

@@ -48,7 +48,7 @@ def run(
     """
     job = Job.load(job_file)
     overrides = [parse_override(text) for text in assignments]
-    setup_logging(verbose, job.logging.format if job.logging else "console")
+    setup_logging(verbose, job.logging)
     result = run_job(job, overrides=overrides, max_attempts=max_attempts)
     if as_json:
         print_json(result.response)

@@ -30,6 +30,7 @@ from router_core.cli.output import (
 )
 from router_core.cli.run import print_job_result, run_job
 from router_core.events import Event
+from router_core.examples import examples_dir
 from router_core.jobs import Job, JobResult
 from router_core.results import SendReport
 from router_core.router import Router
@@ -280,7 +281,7 @@ ROUTER_SNIPPET = """\
 @click.option(
     "--jobs-dir",
     type=click.Path(file_okay=False),
-    help="Where the seed jobs are (default: config/jobs here or in the source tree).",
+    help="Where the seed jobs are (default: the ones that ship with event-router).",
 )
 @click.option(
     "--keep",
@@ -439,20 +440,19 @@ def demo_events() -> list[Event]:
 
 
 def _seed_job_paths(jobs_dir: str | None) -> list[Path]:
+    examples = examples_dir()
     if jobs_dir is not None:
-        candidates = [Path(jobs_dir)]
+        directory = Path(jobs_dir)
+    elif examples is not None:
+        directory = examples / "jobs"  # shipped with the package: any working directory works
     else:
-        # Run from the repository root (make demo), or from anywhere with a source checkout.
-        source_tree = Path(__file__).resolve().parents[2] / "config" / "jobs"
-        candidates = [Path("config/jobs"), source_tree]
-    for directory in candidates:
-        paths = [directory / name for name in SEED_JOBS]
-        if all(p.is_file() for p in paths):
-            return paths
-    raise BadInput(
-        f"seed jobs ({', '.join(SEED_JOBS)}) not found in {candidates[0]}; "
-        "run from the repository root or pass --jobs-dir"
-    )
+        raise BadInput("this installation has no seed jobs; pass --jobs-dir")
+    paths = [directory / name for name in SEED_JOBS]
+    if not all(p.is_file() for p in paths):
+        raise BadInput(
+            f"seed jobs ({', '.join(SEED_JOBS)}) not found in {directory}; pass --jobs-dir"
+        )
+    return paths
 
 
 def _received_row(item: ReceivedEvent) -> dict[str, Any]:

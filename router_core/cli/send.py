@@ -104,7 +104,7 @@ def send(
         events = [_event_from_options(event_type or "track", given)]
 
     config = RouterConfig.load(config_path)
-    setup_logging(verbose, config.logging.format)
+    setup_logging(verbose, config.logging)
     with Router(config, plugins=plugin_registry()) as router:
         reports = [router.send(event) for event in events]
 

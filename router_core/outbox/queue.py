@@ -21,9 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from router_core.events import Event
+from router_core.logs import get_logger
 from router_core.outbox.errors import OutboxFullError
 from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.recent import RecentEvents
@@ -36,7 +35,7 @@ from router_core.targets import TargetSource
 
 __all__ = ["FlushResult", "QueuedDelivery", "open_outbox"]
 
-log = structlog.get_logger("router_core.outbox")
+log = get_logger("event_router.outbox")
 
 
 _WAIT_POLL_S = 0.05  # how often waiters look at the outbox when no worker of ours signals

@@ -28,6 +28,7 @@ from router_core.delivery import Outcome, attempt_limit, deliver_batch, deliver_
 from router_core.destination import Destination
 from router_core.errors import InvalidEventError
 from router_core.events import Event
+from router_core.logs import get_logger
 from router_core.outbox.recent import RecentEvents
 from router_core.outbox.store import ENVELOPE_BYTES, ClaimedRow, Outbox, estimate_bytes
 from router_core.plugins import LoadedPlugin
@@ -63,7 +64,9 @@ class DestinationWorker:
         self._recent = recent
         self._is_flushing = is_flushing
         self._on_progress = on_progress
-        self._log = destination.log
+        self._log = get_logger("event_router.outbox").bind(
+            destination=destination.name, plugin=destination.plugin
+        )
         self._limits = plugin.limits
         self._batch_size = max(1, min(settings.batch_size, plugin.limits.max_events))
         # A claim must outlive the request it covers; it is renewed before every attempt.

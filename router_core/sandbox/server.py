@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import logging
 import selectors
 import socket
 import socketserver
@@ -19,11 +18,12 @@ from collections.abc import Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
 
+from router_core.logs import stdlib_logger
 from router_core.sandbox.bodies import Rejected
 
 __all__ = ["BackgroundServer", "HttpApp", "RequestHandler", "read_body"]
 
-logger = logging.getLogger(__name__)
+logger = stdlib_logger("event_router.sandbox")
 
 _JOIN_TIMEOUT = 5.0
 _IDLE_TIMEOUT = 120.0  # an idle keep-alive connection is closed after this many seconds
