@@ -262,6 +262,25 @@ def test_a_read_only_directory_is_refused_when_opened(tmp_path: Path, existing: 
     assert f"Make {directory} writable" in message
 
 
+def test_an_outbox_made_read_only_while_running_refuses_then_resumes(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs chattr +i: permission bits do not stop writes to a file already open")
+    path = tmp_path / "outbox.db"
+    wal = Path(f"{path}-wal")
+    plugin = Instant(up=False)
+    with make_router(path, plugin) as router:
+        accepted = [router.send(track(0)).message_id]
+        with read_only(wal), pytest.raises(OutboxUnavailableError) as caught:
+            router.send(track(1))
+        message = str(caught.value)
+        assert f"{wal}, part of the outbox {path}, is read-only" in message
+        assert "The event was not accepted" in message
+        accepted.append(router.send(track(2)).message_id)
+        plugin.up.set()
+        assert router.flush(timeout=WAIT).complete
+    assert sorted(plugin.delivered) == sorted(accepted)
+
+
 def test_a_locked_outbox_says_who_holds_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sqlite_module, "_BUSY_TIMEOUT_S", 0.1)
     path = tmp_path / "outbox.db"
@@ -300,7 +319,7 @@ def test_an_outbox_deleted_while_running_refuses_new_events(tmp_path: Path) -> N
             with pytest.raises(OutboxUnavailableError) as caught:
                 router.send(track(99))
         message = str(caught.value)
-        assert f"the outbox {path} was deleted while the router was running" in message
+        assert f"the outbox {path} was deleted or moved away while the router" in message
         assert "new events are refused" in message
         assert "restart the process" in message
         (lost,) = [e for e in logs if e["event"] == "outbox_file_lost"]
@@ -317,27 +336,38 @@ def test_an_outbox_deleted_while_running_refuses_new_events(tmp_path: Path) -> N
     assert plugin.delivered == []
 
 
-def test_an_outbox_replaced_while_running_is_never_written(tmp_path: Path) -> None:
+def test_an_outbox_replaced_while_running_is_left_to_the_new_file(tmp_path: Path) -> None:
+    """A backup moved over the outbox of a running router: the router stops using the path,
+    and the backup reads as itself, not mixed with the running router's write-ahead log."""
     path = tmp_path / "outbox.db"
+    backup = tmp_path / "backup.db"
+    with make_router(backup, Instant(up=False), close_timeout=0) as earlier:
+        kept = earlier.send(track(0)).message_id
     plugin = Instant(up=False)
     router = make_router(path, plugin)
     try:
-        router.send(track(1))
-        replacement = tmp_path / "restored.db"
-        another_programs_database(replacement, user_version=0, application_id=0)
-        before = fingerprint(replacement)
-        os.replace(replacement, path)
+        for i in range(50):
+            router.send(track(i))
+        os.replace(backup, path)
         past_the_check()
-        with pytest.raises(OutboxUnavailableError, match="was replaced by another file"):
-            router.send(track(2))
+        with pytest.raises(OutboxUnavailableError) as caught:
+            router.send(track(99))
+        assert f"the outbox {path} was replaced by another file" in str(caught.value)
         plugin.up.set()  # the worker would deliver now, were it still using the file
-        past_the_check()
         with pytest.raises(OutboxUnavailableError, match="was replaced"):
             router.flush(timeout=WAIT)
-        assert fingerprint(path) == before
+        restored = SQLiteOutbox(path)
+        try:
+            assert restored.stats(time.time()).events == 1
+        finally:
+            restored.close()
     finally:
         router.close()
     assert plugin.delivered == []
+    plugin = Instant()
+    with make_router(path, plugin) as reopened:
+        assert reopened.flush(timeout=WAIT).complete
+    assert plugin.delivered == [kept]
 
 
 def test_an_outbox_moved_away_and_back_resumes(tmp_path: Path) -> None:

@@ -49,7 +49,7 @@ def identity(path: Path) -> tuple[int, int] | None:
     """``(st_dev, st_ino)`` of the file at ``path`` now, or ``None`` when there is none."""
     try:
         info = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return info.st_dev, info.st_ino
 
@@ -168,6 +168,8 @@ def explain(path: Path, exc: BaseException, consequence: str = "") -> OutboxUnav
             consequence,
         )
     if primary == _CODES["SQLITE_IOERR"]:
+        if _read_only_part(path) is not None:  # made read-only while open: writes fail (EPERM)
+            return _not_writable(path, detail, consequence)
         return _error(
             path,
             f"reading or writing the outbox {path} failed ({detail})",
@@ -199,12 +201,22 @@ def explain(path: Path, exc: BaseException, consequence: str = "") -> OutboxUnav
     )
 
 
+def _read_only_part(path: Path) -> Path | None:
+    """The outbox file, its ``-wal`` or ``-shm`` file, that exists and cannot be written."""
+    for part in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if part.exists() and not os.access(part, os.W_OK):
+            return part
+    return None
+
+
 def _not_writable(path: Path, detail: str, consequence: str) -> OutboxUnavailableError:
     directory = path.parent
-    if path.exists() and not os.access(path, os.W_OK):
+    part = _read_only_part(path)
+    if part is not None:
+        which = f"the outbox {path}" if part == path else f"{part}, part of the outbox {path},"
         return _error(
             path,
-            f"the outbox {path} is read-only for this process ({detail})",
+            f"{which} is read-only for this process ({detail})",
             "Make the file writable (its owner, mode and attributes: ls -l, lsattr; or the "
             "mount), or point [queue] path at a writable file.",
             consequence,

@@ -325,11 +325,14 @@ class SQLiteOutbox:
         if self._lost is not None:
             return
         old = "deleted" if now is None else "replaced"
-        what = "deleted" if now is None else "replaced by another file"
+        what = "deleted or moved away" if now is None else "replaced by another file"
         stranded = 0
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 stranded = self._conn.execute(_STORED).fetchone()[0]
+                # Empty our write-ahead log into the old file: left at the path, its frames
+                # would be read as part of whatever database is put there next.
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         self._lost = (
             f"the outbox {self.location} was {what} while the router was running: new events "
             "are refused, as the open file is no longer at that path. Move the file back, or "
@@ -756,6 +759,8 @@ class SQLiteOutbox:
                     return
                 conn = self._checkpoint_conn
                 if conn is None:
+                    if identity(self._path) != self._identity:
+                        return  # not the file we opened: the next _use() says so
                     conn = sqlite3.connect(
                         self._path,
                         timeout=0,  # busy means "not now": never wait for (or hold up) a send
