@@ -132,7 +132,7 @@ _AUTOCHECKPOINT_PAGES = 16384
 # Once copied into the database the log is reused from its start; SQLite truncates it to this
 # size then, and checkpoint() truncates it to nothing when it is fully copied and larger.
 WAL_LIMIT_BYTES = 4 * 1024**2
-_CHECK_S = 0.05  # how often the path and the disk are looked at (a stat and a statvfs, ~5 µs)
+_CHECK_S = 0.01  # how often the path and the disk are looked at (a stat and a statvfs, ~5 µs)
 _FULL_RETRY_S = 1.0  # after "disk full": send() tries the disk again after this, or a write
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 
@@ -235,7 +235,8 @@ class SQLiteOutbox:
         ``application_id`` was set. Refuses anything else without writing to it."""
         application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        objects = conn.execute("SELECT type, name FROM sqlite_master").fetchall()
+        tables = {name for kind, name in objects if kind == "table"}
         if application_id == APPLICATION_ID or (
             application_id == 0 and version >= 1 and tables >= _TABLES
         ):
@@ -249,7 +250,7 @@ class SQLiteOutbox:
             if application_id == 0:
                 return "unmarked"
             return "current" if version == SCHEMA_VERSION else "empty"
-        if application_id == 0 and version == 0 and not tables:
+        if application_id == 0 and version == 0 and not objects:
             return "empty"
         listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
         raise OutboxUnavailableError(
@@ -358,7 +359,9 @@ class SQLiteOutbox:
             "there is room."
         )
 
-    def _failed(self, exc: sqlite3.Error | OSError, consequence: str = "") -> Exception:
+    def _failed(
+        self, exc: sqlite3.Error | OSError, consequence: str = ""
+    ) -> OutboxUnavailableError:
         """``exc`` explained; a full disk also makes send() refuse events for a while, so that
         the space freed next goes to the workers and checkpoints first."""
         error = explain(self._path, exc, consequence)
