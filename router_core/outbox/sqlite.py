@@ -133,7 +133,6 @@ _AUTOCHECKPOINT_PAGES = 16384
 # size then, and checkpoint() truncates it to nothing when it is fully copied and larger.
 WAL_LIMIT_BYTES = 4 * 1024**2
 _CHECK_S = 0.01  # how often the path and the disk are looked at (a stat and a statvfs, ~5 µs)
-_FULL_RETRY_S = 1.0  # after "disk full": send() tries the disk again after this, or a write
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 
 # Connections inherited across fork() are never used or closed in the child (SQLite forbids
@@ -160,9 +159,8 @@ class SQLiteOutbox:
         self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
         self._next_look = 0.0  # time.monotonic() of the next look
         self._lost: str | None = None  # why the path no longer names the open file
-        self._refusal: str | None = None  # why send() refuses events (the disk is full)
-        self._full_until = 0.0  # after SQLITE_FULL: send() waits this long before trying
-        self._wrote_since_full = False
+        self._low_space: str | None = None  # why send() refuses events without trying
+        self._disk_full = False  # SQLite said so, and no write went through since
         self._unreleased: set[tuple[str, str]] = set()  # claims release() could not hand back
         with self._lock:
             self._connection()  # fail now, in the constructor, when the file is unusable
@@ -290,8 +288,8 @@ class SQLiteOutbox:
             self._look()
         if self._lost is not None:
             raise OutboxUnavailableError(self._lost, path=self.location)
-        if accepting and self._refusal is not None:
-            raise OutboxDiskFullError(self._refusal, path=self.location)
+        if accepting and self._low_space is not None:
+            raise OutboxDiskFullError(self._low_space, path=self.location)
         return self._conn if self._conn is not None else self._connection()
 
     def _look(self) -> None:
@@ -303,12 +301,19 @@ class SQLiteOutbox:
         free = room(self._path)
         if free is not None and free[0] < free[1]:
             available, needed = free
-            self._refuse(
+            reason = (
                 f"the disk holding the outbox {self.location} has {available:,} bytes free, "
                 f"less than the {needed:,} bytes kept free so that delivery can go on"
             )
-        elif self._refusal is not None and (self._wrote_since_full or now >= self._full_until):
-            self._refusal = None
+            if self._low_space is None:
+                log.error("outbox_disk_full", outbox=self.location, reason=reason)
+            self._low_space = (
+                f"{reason}. The event was not accepted; events accepted earlier are kept and "
+                "still delivered. Free space on that disk: send() accepts events again by "
+                "itself once there is room."
+            )
+        elif self._low_space is not None:
+            self._low_space = None
             log.info("outbox_disk_space_back", outbox=self.location)
         if free is not None and free[0] < 4 * free[1]:
             self._next_look = now  # nearly full: look before every use
@@ -350,26 +355,22 @@ class SQLiteOutbox:
             ),
         )
 
-    def _refuse(self, reason: str) -> None:
-        if self._refusal is None:
-            log.error("outbox_disk_full", outbox=self.location, reason=reason)
-        self._refusal = (
-            f"{reason}. The event was not accepted; events accepted earlier are kept and still "
-            "delivered. Free space on that disk: send() accepts events again by itself once "
-            "there is room."
-        )
-
     def _failed(
         self, exc: sqlite3.Error | OSError, consequence: str = ""
     ) -> OutboxUnavailableError:
-        """``exc`` explained; a full disk also makes send() refuse events for a while, so that
-        the space freed next goes to the workers and checkpoints first."""
+        """``exc`` explained (and a full disk logged, once until a write goes through)."""
         error = explain(self._path, exc, consequence)
         if isinstance(error, OutboxDiskFullError):
-            self._refuse(f"the disk holding the outbox {self.location} is full (SQLite: {exc})")
-            self._full_until = time.monotonic() + _FULL_RETRY_S
-            self._wrote_since_full = False
+            if not self._disk_full:
+                log.error("outbox_disk_full", outbox=self.location, reason=str(exc))
+            self._disk_full = True
+            self._next_look = 0.0  # how much room is left decides what send() does next
         return error
+
+    def _wrote(self) -> None:
+        """A write went through after SQLite said the disk was full (under ``self._lock``)."""
+        self._disk_full = False
+        log.info("outbox_disk_space_back", outbox=self.location)
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -392,9 +393,8 @@ class SQLiteOutbox:
             except (sqlite3.Error, OSError) as exc:
                 raise self._failed(exc) from exc
             self._unreleased.difference_update(unreleased)
-            if self._refusal is not None:
-                self._wrote_since_full = True  # the disk took a write: try send() again
-                self._next_look = 0.0
+            if self._disk_full:
+                self._wrote()
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
@@ -473,6 +473,8 @@ class SQLiteOutbox:
             conn = self._use(accepting=True)
             try:
                 if conn.execute(_INSERT, params).rowcount == 1:
+                    if self._disk_full:
+                        self._wrote()
                     return None
             except (sqlite3.Error, OSError) as exc:
                 raise self._failed(exc, _NOT_ACCEPTED) from exc
