@@ -72,7 +72,6 @@ def fill(disk: Path, leave: int) -> Path:
     free = info.f_bavail * info.f_frsize
     ballast = disk / "ballast"
     with ballast.open("wb") as out:
-        out.truncate(0)
         chunk = b"\0" * (1024 * 1024)
         left = max(free - leave, 0)
         while left > 0:

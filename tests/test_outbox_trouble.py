@@ -211,8 +211,12 @@ def test_a_damaged_outbox_gives_a_clear_error(tmp_path: Path) -> None:
     assert len(data) > 4 * page
     data[page:] = os.urandom(len(data) - page)  # every page but the header's
     path.write_bytes(bytes(data))
-    with pytest.raises(OutboxUnavailableError) as caught:
-        SQLiteOutbox(path).stats(time.time())
+    with pytest.raises(OutboxUnavailableError) as caught:  # noqa: PT012 - opening may tell
+        outbox = SQLiteOutbox(path)
+        try:
+            outbox.stats(time.time())
+        finally:
+            outbox.close()
     message = str(caught.value)
     assert str(path) in message
     assert "damaged" in message or "not an event-router outbox" in message
