@@ -31,8 +31,10 @@ from router_core.http import raise_for_status
 from router_core.logs import configure_logging
 from router_core.outbox import (
     FlushResult,
+    OutboxDiskFullError,
     OutboxFullError,
     OutboxStats,
+    OutboxUnavailableError,
     QueueRetrySettings,
     QueueSettings,
 )
@@ -59,8 +61,10 @@ __all__ = [
     "GroupEvent",
     "IdentifyEvent",
     "InvalidEventError",
+    "OutboxDiskFullError",
     "OutboxFullError",
     "OutboxStats",
+    "OutboxUnavailableError",
     "PageEvent",
     "PluginInfo",
     "PluginLoadError",

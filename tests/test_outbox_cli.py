@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +15,9 @@ from click.testing import CliRunner, Result
 from router_core import Event, Router
 from router_core.cli.errors import RouterGroup
 from router_core.cli.outbox import outbox
+from router_core.outbox import SQLiteOutbox
 from router_core.sandbox import SegmentEmulator
+from tests.outbox_faults import read_only
 
 WRITE_KEY = "wk_cli_outbox_0123456789"
 CLI = RouterGroup(name="event-router", commands=[outbox])
@@ -177,3 +181,74 @@ def test_every_outbox_command_takes_short_config_option(
     done = run(command, "-c", str(config), "--json", *extra)
     assert done.exit_code == 0, done.output
     assert isinstance(json.loads(done.stdout), dict)
+
+
+# -- the outbox file in trouble: one line, exit 2, never "this is a bug" --------------------
+
+
+def _garbage(path: Path) -> Path:
+    path.write_bytes(os.urandom(4096))
+    return path
+
+
+def _text(path: Path) -> Path:
+    path.write_text("not an outbox\n" * 100, encoding="utf-8")
+    return path
+
+
+def _another_programs_database(path: Path) -> Path:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE invoices (id INTEGER PRIMARY KEY)")
+    conn.close()
+    return path
+
+
+def _a_directory(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _under_a_file(path: Path) -> Path:
+    path.write_text("a file\n", encoding="utf-8")
+    return path / "outbox.db"
+
+
+TROUBLES = {
+    "random-bytes": (_garbage, "not an event-router outbox"),
+    "text": (_text, "not an event-router outbox"),
+    "another-programs-database": (_another_programs_database, "another program's SQLite"),
+    "directory": (_a_directory, "is a directory"),
+    "parent-is-a-file": (_under_a_file, "is a file, not a directory"),
+}
+COMMANDS = [("status",), ("status", "--json"), ("replay",), ("purge", "--yes")]
+
+
+def assert_one_line_exit_2(done: Result, path: Path, problem: str) -> None:
+    assert done.exit_code == 2, done.output
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    assert str(path) in lines[0]
+    assert problem in lines[0]
+    assert "this is a bug" not in lines[0]
+    assert done.stdout == ""
+
+
+@pytest.mark.parametrize("trouble", sorted(TROUBLES))
+def test_commands_on_an_outbox_file_in_trouble_exit_2_with_one_line(
+    tmp_path: Path, trouble: str
+) -> None:
+    make, problem = TROUBLES[trouble]
+    path = make(tmp_path / "outbox.db")
+    config = write_config(tmp_path, "http://127.0.0.1:9", queue=f'[queue]\npath = "{path}"\n')
+    for command in COMMANDS:
+        assert_one_line_exit_2(run(*command, "--config", str(config)), path, problem)
+
+
+def test_commands_on_a_read_only_outbox_exit_2_with_one_line(tmp_path: Path) -> None:
+    config = write_config(tmp_path, "http://127.0.0.1:9")
+    path = tmp_path / "outbox.db"
+    SQLiteOutbox(path).close()
+    with read_only(path):
+        for command in COMMANDS:
+            assert_one_line_exit_2(run(*command, "--config", str(config)), path, "read-only")

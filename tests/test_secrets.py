@@ -42,6 +42,7 @@ from router_core import (
 )
 from router_core.http import raise_for_status
 from router_core.jobs import Job
+from router_core.logs import get_logger
 from router_core.secrets import MASK, redact, register_secret, truncate
 from router_core.settings import RetrySettings, RoutingSettings
 
@@ -605,7 +606,7 @@ def test_a_third_party_validator_that_echoes_is_masked(field: str) -> None:
 def test_log_fields_are_masked_at_any_depth(log_stream: io.StringIO) -> None:
     key = new_key()
     register_secret(key)
-    structlog.get_logger().warning(
+    get_logger("event_router.delivery").warning(
         "plugin_said",
         response={"echo": key, "headers": {"Authorization": "Bearer abc"}, "list": [basic(key)]},
         sentry_dsn="https://public@sentry.example/1",

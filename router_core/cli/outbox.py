@@ -17,6 +17,7 @@ from router_core.cli.options import DEFAULT_CONFIG, json_option, plugin_registry
 from router_core.cli.output import console, print_json
 from router_core.config import RouterConfig
 from router_core.outbox import STATES, OutboxStats, QueueSettings, SQLiteOutbox
+from router_core.outbox.filecheck import check_location
 from router_core.router import Router
 
 __all__ = ["outbox"]
@@ -56,7 +57,10 @@ def _settings(config_path: str) -> tuple[RouterConfig, QueueSettings]:
 
 
 def _existing(settings: QueueSettings) -> SQLiteOutbox | None:
-    path = Path(settings.path)
+    """The outbox, opened; ``None`` when there is none yet. A path that can never hold one,
+    or a file that is not one, is an ``OutboxUnavailableError`` (exit 2) saying why."""
+    path = Path(settings.path).expanduser().absolute()
+    check_location(path)
     if not path.exists():
         return None
     return SQLiteOutbox(path, synchronous=settings.synchronous)
@@ -114,8 +118,10 @@ def status(config_path: str, as_json: bool) -> int:
 def replay(config_path: str, destination: str | None, timeout: float, as_json: bool) -> int:
     """Move dead letters back to pending and deliver them (with a progress bar)."""
     config, settings = _settings(config_path)
-    if _existing(settings) is None:
+    existing = _existing(settings)
+    if existing is None:
         raise BadInput(f"no outbox at {Path(settings.path).absolute()}: nothing to replay")
+    existing.close()  # the router opens its own
     router = Router.from_config(config, plugins=plugin_registry(), queue=settings)
     try:
         names = router.destinations

@@ -5,7 +5,11 @@ event is recorded in the outbox, and a worker per destination delivers it in bat
 docs/delivery.md.
 """
 
-from router_core.outbox.errors import OutboxFullError
+from router_core.outbox.errors import (
+    OutboxDiskFullError,
+    OutboxFullError,
+    OutboxUnavailableError,
+)
 from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.queue import FlushResult, QueuedDelivery, open_outbox
 from router_core.outbox.sqlite import SQLiteOutbox
@@ -19,8 +23,10 @@ __all__ = [
     "FlushResult",
     "MemoryOutbox",
     "Outbox",
+    "OutboxDiskFullError",
     "OutboxFullError",
     "OutboxStats",
+    "OutboxUnavailableError",
     "QueueRetrySettings",
     "QueueSettings",
     "QueuedDelivery",

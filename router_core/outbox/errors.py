@@ -1,10 +1,10 @@
-"""The error raised when the outbox has no room for another event."""
+"""The errors raised when the outbox cannot take an event: it is full, or its file is unusable."""
 
 from __future__ import annotations
 
 from router_core.errors import RouterError
 
-__all__ = ["OutboxFullError"]
+__all__ = ["OutboxDiskFullError", "OutboxFullError", "OutboxUnavailableError"]
 
 
 class OutboxFullError(RouterError):
@@ -20,3 +20,24 @@ class OutboxFullError(RouterError):
         self.limit = limit
         self.value = value
         self.stored = stored
+
+
+class OutboxUnavailableError(RouterError):
+    """The outbox's file cannot be used: not an outbox, read-only, deleted, locked, broken.
+
+    ``path`` is the file; the message says what is wrong and what to do. Raised by opening
+    the outbox (``Router(...)``), by ``send()`` (the event was not accepted), and by
+    ``flush()`` and the maintenance calls. Events accepted earlier are never dropped by it.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class OutboxDiskFullError(OutboxUnavailableError):
+    """The disk holding the outbox is full, or too nearly full to keep delivering.
+
+    The event was not accepted; everything accepted before stays stored and is still
+    delivered. ``send()`` accepts events again by itself once there is room.
+    """

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import sqlite3
 import threading
 import time
 import weakref
@@ -21,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from router_core.errors import RouterError
 from router_core.events import Event
 from router_core.logs import get_logger
 from router_core.outbox.errors import OutboxFullError
@@ -148,13 +148,18 @@ class QueuedDelivery:
             )
 
     async def _checkpoints(self) -> None:
-        """Checkpoint the outbox now and then, in a worker thread: not in send()'s commits."""
+        """Checkpoint the outbox now and then, in a worker thread: not in send()'s commits.
+
+        Nothing ends this loop but stopping: without it the write-ahead log would only grow.
+        """
         while True:
             await asyncio.sleep(_CHECKPOINT_S)
             try:
                 await asyncio.to_thread(self.outbox.checkpoint)
-            except (sqlite3.Error, RuntimeError) as exc:  # busy, or shutting down: next time
+            except (RouterError, RuntimeError) as exc:  # disk full, file gone, closing: later
                 log.debug("outbox_checkpoint_skipped", error=f"{type(exc).__name__}: {exc}")
+            except Exception as exc:
+                log.error("outbox_checkpoint_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _notify_progress(self) -> None:
         with self._progress:
@@ -238,11 +243,18 @@ class QueuedDelivery:
         finally:
             with self._start_lock:
                 self._flushing -= 1
-        return FlushResult(
+        result = FlushResult(
             pending=self.outbox.pending(names, up_to),
             dead=self.outbox.dead_counts(names),
             timed_out=timed_out,
         )
+        if result.complete and isinstance(self.outbox, SQLiteOutbox):
+            # Everything went: leave the write-ahead log small rather than at its peak size.
+            try:
+                self.outbox.trim()
+            except RouterError as exc:  # busy, or the disk is full: the housekeeper retries
+                log.debug("outbox_checkpoint_skipped", error=f"{type(exc).__name__}: {exc}")
+        return result
 
     def _wake_workers(self) -> None:
         for worker in list(self._workers.values()):
@@ -260,6 +272,8 @@ class QueuedDelivery:
         if self._started_pid == os.getpid():
             try:
                 result = self.flush(budget)
+            except RouterError as exc:  # the outbox file is unusable: close all the same
+                log.error("outbox_close_without_drain", outbox=self.outbox.location, error=str(exc))
             finally:
                 self._closed = True
                 with contextlib.suppress(RuntimeError):  # the loop is already gone

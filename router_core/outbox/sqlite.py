@@ -19,26 +19,44 @@ consecutive and never deleted before they are routed) and ``total``.
 Claims use ``BEGIN IMMEDIATE`` (SQLite's write lock), so two processes can never claim the
 same rows; a claim is a token plus a lease deadline, so rows held by a process that died are
 claimable again once the deadline passes.
+
+The file in trouble (docs/delivery.md): a file that is not an outbox (garbage, or another
+program's database: ``application_id`` tells) is refused before anything is written to it; a
+read-only file or directory is found when the outbox opens; every SQLite or OS error comes out
+as an ``OutboxUnavailableError`` naming the path (``filecheck.explain``). Every few
+milliseconds, and before any use after that, the outbox looks at the path and the disk: a file
+deleted or renamed over stops all use (SQLite itself would go on writing to the unlinked
+file), and ``send()`` refuses events while the disk has less room than delivery needs (the
+write-ahead log's size plus a reserve), so that new events never take the space the workers
+need to acknowledge and checkpoint. The write-ahead log is kept near ``journal_size_limit``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-from router_core.errors import RouterError
+from router_core.logs import get_logger
+from router_core.outbox.errors import OutboxDiskFullError, OutboxUnavailableError
+from router_core.outbox.filecheck import check_location, explain, identity, room
 from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
 from router_core.results import BatchLimits
 
-__all__ = ["SCHEMA_VERSION", "SQLiteOutbox"]
+__all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteOutbox"]
+
+log = get_logger("event_router.outbox")
 
 SCHEMA_VERSION = 1
+APPLICATION_ID = 0x45565254  # "EVRT" in the file header: this file is an event-router outbox
+_TABLES = frozenset({"events", "deliveries", "totals"})  # outboxes made before APPLICATION_ID
 
 _SCHEMA = """
 CREATE TABLE events (
@@ -110,6 +128,10 @@ _BUSY_TIMEOUT_S = 15.0
 # (``checkpoint()``), so that no send() pays for it. SQLite's own checkpoint on commit, which
 # runs in whichever thread commits, is kept only as a backstop at this many pages (64 MB).
 _AUTOCHECKPOINT_PAGES = 16384
+# Once copied into the database the log is reused from its start; SQLite truncates it to this
+# size then, and checkpoint() truncates it to nothing when it is fully copied and larger.
+WAL_LIMIT_BYTES = 4 * 1024**2
+_CHECK_S = 0.01  # how often the path and the disk are looked at (a stat and a statvfs, ~5 µs)
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
 
 # Connections inherited across fork() are never used or closed in the child (SQLite forbids
@@ -132,6 +154,13 @@ class SQLiteOutbox:
         self._checkpoint_lock = threading.Lock()
         self._checkpoint_conn: sqlite3.Connection | None = None
         self._routes: dict[tuple[str, ...], str] = {}
+        # What the periodic look at the path and the disk found (``_look()``).
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
+        self._next_look = 0.0  # time.monotonic() of the next look
+        self._lost: str | None = None  # why the path no longer names the open file
+        self._low_space: str | None = None  # why send() refuses events without trying
+        self._disk_full = False  # SQLite said so, and no write went through since
+        self._unreleased: set[tuple[str, str]] = set()  # claims release() could not hand back
         with self._lock:
             self._connection()  # fail now, in the constructor, when the file is unusable
 
@@ -156,76 +185,233 @@ class SQLiteOutbox:
             return self._conn
         if self._closed:
             raise RuntimeError(f"the outbox {self.location} is closed")
-        if self._path.parent != Path() and not self._path.parent.exists():
-            self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        check_location(self._path)
         try:
+            if not self._path.parent.exists():
+                self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             conn = sqlite3.connect(
                 self._path,
                 timeout=_BUSY_TIMEOUT_S,
                 isolation_level=None,  # transactions are explicit: BEGIN IMMEDIATE ... COMMIT
                 check_same_thread=False,  # every use is under self._lock
             )
-        except sqlite3.Error as exc:
-            raise RouterError(f"cannot open the outbox {self.location}: {exc}") from exc
+        except (sqlite3.Error, OSError) as exc:
+            raise explain(self._path, exc) from exc
         try:
-            conn.execute("PRAGMA journal_mode=WAL")
+            # Reads only, so that nothing is ever written into a file that is not an outbox.
+            fresh = self._schema_state(conn) == "empty"
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":  # SQLite keeps the old mode when it cannot write
+                conn.execute("BEGIN IMMEDIATE")  # says why: read-only, most likely
+                conn.execute("ROLLBACK")
             conn.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
             conn.execute(f"PRAGMA wal_autocheckpoint={_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             self._migrate(conn)
+            if not fresh:
+                # A read-only file shows on the first change to a page, not on opening nor on
+                # BEGIN: change one (to its own value) and roll back, to know now.
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                finally:
+                    _rollback(conn)
+            self._identity = identity(self._path)
+        except (sqlite3.Error, OSError) as exc:
+            conn.close()
+            raise explain(self._path, exc) from exc
         except BaseException:
             conn.close()
             raise
+        self._next_look = time.monotonic() + _CHECK_S
         self._conn = conn
         return conn
 
-    def _migrate(self, conn: sqlite3.Connection) -> None:
+    def _schema_state(self, conn: sqlite3.Connection) -> Literal["current", "empty", "unmarked"]:
+        """What the file holds: our current schema, nothing yet, or our schema from before
+        ``application_id`` was set. Refuses anything else without writing to it."""
+        application_id = conn.execute("PRAGMA application_id").fetchone()[0]
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version == SCHEMA_VERSION:
+        objects = conn.execute("SELECT type, name FROM sqlite_master").fetchall()
+        tables = {name for kind, name in objects if kind == "table"}
+        if application_id == APPLICATION_ID or (
+            application_id == 0 and version >= 1 and tables >= _TABLES
+        ):
+            if version > SCHEMA_VERSION:
+                raise OutboxUnavailableError(
+                    f"the outbox {self.location} has schema version {version}; this "
+                    f"event-router understands up to {SCHEMA_VERSION}. Upgrade event-router, "
+                    "or point [queue] path at another file.",
+                    path=self.location,
+                )
+            if application_id == 0:
+                return "unmarked"
+            return "current" if version == SCHEMA_VERSION else "empty"
+        if application_id == 0 and version == 0 and not objects:
+            return "empty"
+        listed = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+        raise OutboxUnavailableError(
+            f"the file {self.location} is another program's SQLite database, not an "
+            f"event-router outbox (application_id {application_id:#x}, user_version {version}"
+            f"{', tables: ' + listed if tables else ''}); nothing was written to it. Point "
+            "[queue] path at another file: an outbox is created where none exists.",
+            path=self.location,
+        )
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        if self._schema_state(conn) == "current":
             return
-        if version > SCHEMA_VERSION:
-            raise RouterError(
-                f"the outbox {self.location} has schema version {version}; this event-router "
-                f"understands up to {SCHEMA_VERSION} (upgrade event-router)"
-            )
         conn.execute("BEGIN IMMEDIATE")
         try:
             # Another process may have created it while we waited for the lock.
-            if conn.execute("PRAGMA user_version").fetchone()[0] == 0:
+            state = self._schema_state(conn)
+            if state == "empty":
                 for statement in _split(_SCHEMA):
                     conn.execute(statement)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            if state != "current":
+                conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            _rollback(conn)
             raise
+
+    # -- the file's health --------------------------------------------------------------------
+
+    def _use(self, *, accepting: bool = False) -> sqlite3.Connection:
+        """The connection, once the file is known to be usable (under ``self._lock``).
+
+        ``accepting``: for storing a new event, which the disk being full refuses too.
+        """
+        if time.monotonic() >= self._next_look:
+            self._look()
+        if self._lost is not None:
+            raise OutboxUnavailableError(self._lost, path=self.location)
+        if accepting and self._low_space is not None:
+            raise OutboxDiskFullError(self._low_space, path=self.location)
+        return self._conn if self._conn is not None else self._connection()
+
+    def _look(self) -> None:
+        """Look at the path and the disk (under ``self._lock``); ``_use()`` acts on it."""
+        now = time.monotonic()
+        self._next_look = now + _CHECK_S
+        if self._identity is not None:
+            self._look_at_path()
+        free = room(self._path)
+        if free is not None and free[0] < free[1]:
+            available, needed = free
+            reason = (
+                f"the disk holding the outbox {self.location} has {available:,} bytes free, "
+                f"less than the {needed:,} bytes kept free so that delivery can go on"
+            )
+            if self._low_space is None:
+                log.error("outbox_disk_full", outbox=self.location, reason=reason)
+            self._low_space = (
+                f"{reason}. The event was not accepted; events accepted earlier are kept and "
+                "still delivered. Free space on that disk: send() accepts events again by "
+                "itself once there is room."
+            )
+        elif self._low_space is not None:
+            self._low_space = None
+            log.info("outbox_disk_space_back", outbox=self.location)
+        if free is not None and free[0] < 4 * free[1]:
+            self._next_look = now  # nearly full: look before every use
+
+    def _look_at_path(self) -> None:
+        try:
+            now = identity(self._path)
+        except OSError:
+            return  # the path cannot be looked at just now: SQLite's own errors will tell
+        if now == self._identity:
+            if self._lost is not None:
+                self._lost = None
+                log.info("outbox_file_back", outbox=self.location)
+            return
+        if self._lost is not None:
+            return
+        old = "deleted" if now is None else "replaced"
+        what = "deleted or moved away" if now is None else "replaced by another file"
+        stranded = 0
+        if self._conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                stranded = self._conn.execute(_STORED).fetchone()[0]
+                # Empty our write-ahead log into the old file: left at the path, its frames
+                # would be read as part of whatever database is put there next.
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._lost = (
+            f"the outbox {self.location} was {what} while the router was running: new events "
+            "are refused, as the open file is no longer at that path. Move the file back, or "
+            "restart the process (it opens the file now at that path, or creates a new one)"
+        )
+        log.error(
+            "outbox_file_lost",
+            outbox=self.location,
+            what=what,
+            stranded_events=stranded,
+            note=(
+                f"{stranded:,} event(s) accepted before are only in the {old} file: "
+                "they cannot be delivered unless the file is moved back to its path"
+            ),
+        )
+
+    def _failed(
+        self, exc: sqlite3.Error | OSError, consequence: str = ""
+    ) -> OutboxUnavailableError:
+        """``exc`` explained (and a full disk logged, once until a write goes through)."""
+        error = explain(self._path, exc, consequence)
+        if isinstance(error, OutboxDiskFullError):
+            if not self._disk_full:
+                log.error("outbox_disk_full", outbox=self.location, reason=str(exc))
+            self._disk_full = True
+            self._next_look = 0.0  # how much room is left decides what send() does next
+        return error
+
+    def _wrote(self) -> None:
+        """A write went through after SQLite said the disk was full (under ``self._lock``)."""
+        self._disk_full = False
+        log.info("outbox_disk_space_back", outbox=self.location)
+
+    # -- transactions -------------------------------------------------------------------------
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction, under the lock."""
         with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN IMMEDIATE")
+            conn = self._use()
+            unreleased = tuple(self._unreleased)
             try:
-                yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for destination, token in unreleased:
+                        conn.execute(_RELEASE, (token, destination))
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
+            except (sqlite3.Error, OSError) as exc:
+                raise self._failed(exc) from exc
+            self._unreleased.difference_update(unreleased)
+            if self._disk_full:
+                self._wrote()
 
     @contextmanager
     def _snapshot(self) -> Iterator[sqlite3.Connection]:
         """One read transaction, under the lock: several queries see the same state."""
         with self._lock:
-            conn = self._connection()
-            conn.execute("BEGIN")
+            conn = self._use()
             try:
-                yield conn
-            finally:
-                conn.execute("COMMIT")
+                conn.execute("BEGIN")
+                try:
+                    yield conn
+                finally:
+                    _rollback(conn)  # nothing was written: ending it either way is the same
+            except (sqlite3.Error, OSError) as exc:
+                raise self._failed(exc) from exc
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._connection().execute(sql, params).fetchall()
+        with self._snapshot() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def _route(self, conn: sqlite3.Connection) -> bool:
         """Make the per-destination rows of the next events not routed yet (in a write
@@ -283,8 +469,14 @@ class SQLiteOutbox:
             max_bytes,
         )
         with self._lock:
-            if self._connection().execute(_INSERT, params).rowcount == 1:
-                return None
+            conn = self._use(accepting=True)
+            try:
+                if conn.execute(_INSERT, params).rowcount == 1:
+                    if self._disk_full:
+                        self._wrote()
+                    return None
+            except (sqlite3.Error, OSError) as exc:
+                raise self._failed(exc, _NOT_ACCEPTED) from exc
         # Full (or it looked so): decide which limit in a transaction, and store the event
         # after all if another process made room in between.
         with self._write() as conn:
@@ -413,12 +605,15 @@ class SQLiteOutbox:
                 )
 
     def release(self, destination: str, token: str) -> None:
-        with self._write() as conn:
-            conn.execute(
-                "UPDATE deliveries SET claim_token = NULL, claimed_until = NULL"
-                " WHERE claim_token = ? AND destination = ?",
-                (token, destination),
-            )
+        try:
+            with self._write() as conn:
+                conn.execute(_RELEASE, (token, destination))
+        except OutboxUnavailableError:
+            # The next write that goes through hands the rows back (the disk may be full just
+            # now): they need not wait for their lease to run out.
+            with self._lock:
+                self._unreleased.add((destination, token))
+            raise
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -456,8 +651,7 @@ class SQLiteOutbox:
             )
 
     def dead_counts(self, destinations: Sequence[str]) -> dict[str, int]:
-        with self._lock:
-            conn = self._connection()
+        with self._snapshot() as conn:
             return {
                 d: conn.execute(
                     "SELECT COUNT(*) FROM deliveries WHERE destination = ? AND state = 'dead'",
@@ -547,20 +741,43 @@ class SQLiteOutbox:
 
     def checkpoint(self) -> None:
         """Copy what the write-ahead log holds into the database file (``PASSIVE``: it never
-        waits for, nor holds up, writers and readers)."""
+        waits for, nor holds up, writers and readers), and ``trim()`` the log."""
+        self._checkpoint(always=True)
+
+    def trim(self) -> None:
+        """When the write-ahead log is larger than ``WAL_LIMIT_BYTES``: copy all of it into
+        the database and truncate it. Truncating needs a moment with no reader and no writer;
+        when there is none it is left for the next checkpoint."""
+        self._checkpoint(always=False)
+
+    def _checkpoint(self, *, always: bool) -> None:
+        if self._closed:
+            return
+        with self._lock:
+            self._use()  # never checkpoint a file that is no longer at its path
         with self._checkpoint_lock:
             if self._closed:
                 return
-            conn = self._checkpoint_conn
-            if conn is None:
-                conn = sqlite3.connect(
-                    self._path,
-                    timeout=_BUSY_TIMEOUT_S,
-                    isolation_level=None,
-                    check_same_thread=False,  # every use is under self._checkpoint_lock
-                )
-                self._checkpoint_conn = conn
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            try:
+                if not always and _size(f"{self._path}-wal") <= WAL_LIMIT_BYTES:
+                    return
+                conn = self._checkpoint_conn
+                if conn is None:
+                    if identity(self._path) != self._identity:
+                        return  # not the file we opened: the next _use() says so
+                    conn = sqlite3.connect(
+                        self._path,
+                        timeout=0,  # busy means "not now": never wait for (or hold up) a send
+                        isolation_level=None,
+                        check_same_thread=False,  # every use is under self._checkpoint_lock
+                    )
+                    conn.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+                    self._checkpoint_conn = conn
+                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if not busy and frames == copied and _size(f"{self._path}-wal") > WAL_LIMIT_BYTES:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            except (sqlite3.Error, OSError) as exc:
+                raise self._failed(exc) from exc
 
     def after_fork(self) -> None:
         # The locks may have been held by a thread that does not exist in the child.
@@ -570,20 +787,50 @@ class SQLiteOutbox:
             if conn is not None:
                 _abandoned.append(conn)
         self._conn = self._checkpoint_conn = None
+        self._unreleased = set()  # the parent's workers' claims: the parent hands them back
 
     def close(self) -> None:
+        """Close the connections (never raises: SQLite's last checkpoint is best effort)."""
         with self._lock:
             self._closed = True
             conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.close()
+            _close(conn)
         with self._checkpoint_lock:
             conn, self._checkpoint_conn = self._checkpoint_conn, None
-            if conn is not None:
-                conn.close()
+            _close(conn)
 
     def __repr__(self) -> str:
         return f"SQLiteOutbox({self.location!r})"
+
+
+_RELEASE = (
+    "UPDATE deliveries SET claim_token = NULL, claimed_until = NULL"
+    " WHERE claim_token = ? AND destination = ?"
+)
+_NOT_ACCEPTED = "The event was not accepted; events accepted earlier are kept."
+
+
+def _size(path: str) -> int:
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _rollback(conn: sqlite3.Connection) -> None:
+    """End the open transaction, if any (SQLite ends some itself when a write fails)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _close(conn: sqlite3.Connection | None) -> None:
+    if conn is None:
+        return
+    try:
+        conn.close()
+    except sqlite3.Error as exc:
+        log.debug("outbox_close_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
