@@ -18,6 +18,7 @@ import click
 import structlog
 
 from router_core.errors import ConfigError, RouterError
+from router_core.jsonable import printable
 
 __all__ = [
     "DEBUG_ENV_VAR",
@@ -69,7 +70,8 @@ def describe(exc: BaseException) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    # printable(): a lone surrogate echoed from bad input must not break writing the line.
+    return printable(" ".join(part.strip() for part in text.splitlines() if part.strip()))
 
 
 def _fail(message: str, code: int) -> int:
