@@ -60,7 +60,7 @@ def read_toml(path: str | os.PathLike[str], kind: str = "config file") -> dict[s
     if len(text) > MAX_CONFIG_CHARS:
         raise ConfigError([f"{kind} {str(p)!r} is longer than {MAX_CONFIG_CHARS:,} characters"])
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], source=str(p)) from None
     except RecursionError:  # tomllib recurses once per level of nested arrays / inline tables
@@ -72,6 +72,10 @@ def read_toml(path: str | os.PathLike[str], kind: str = "config file") -> dict[s
         raise ConfigError(
             [f"not valid TOML: an integer has more than {limit:,} digits"], source=str(p)
         ) from None
+    problems = _shape_problems(data)  # dotted keys nest tables without tomllib recursing
+    if problems:
+        raise ConfigError(problems, source=str(p))
+    return data
 
 
 @dataclass(frozen=True, slots=True)
