@@ -127,9 +127,23 @@ def to_jsonable(value: Any, path: str) -> Any:
     return _convert(value, path, 0)
 
 
+def _plain(item: Any) -> bool:
+    """True for the values most events hold, fine as they are: no path string is built."""
+    kind = type(item)
+    return (
+        (kind is str and item.isascii())
+        or (kind is int and MIN_INT <= item <= MAX_INT)
+        or (kind is float and item - item == 0)
+        or kind is bool
+        or item is None
+    )
+
+
 def _convert(value: Any, path: str, depth: int) -> Any:
     """``value`` converted; ``depth`` is how many objects or arrays enclose it."""
     kind = type(value)
+    if kind is dict or kind is list:  # before the scalars: the callers handled plain ones
+        return _convert_container(value, path, depth)
     if kind is str:
         return check_text(value, path)
     if kind is int:
@@ -141,20 +155,7 @@ def _convert(value: Any, path: str, depth: int) -> Any:
     if kind is bool or value is None:
         return value
     if isinstance(value, Mapping | list | tuple | set | frozenset):
-        if depth >= MAX_DEPTH:
-            raise UnsendableValue(
-                path,
-                f"nested more than {MAX_DEPTH} levels deep (or contains itself); flatten it",
-            )
-        if isinstance(value, Mapping):
-            return _convert_mapping(value, path, depth + 1)
-        if isinstance(value, list | tuple):
-            return [_convert(item, f"{path}[{i}]", depth + 1) for i, item in enumerate(value)]
-        items = [_convert(item, f"{path}[]", depth + 1) for item in value]
-        try:
-            return sorted(items)  # sets have no order; sorting keeps payloads reproducible
-        except TypeError:
-            return items
+        return _convert_container(value, path, depth)
     if isinstance(value, Enum):
         return _convert(value.value, path, depth)
     if isinstance(value, datetime | date | time):
@@ -182,12 +183,33 @@ def _convert(value: Any, path: str, depth: int) -> Any:
     )
 
 
+def _convert_container(value: Any, path: str, depth: int) -> Any:
+    if depth >= MAX_DEPTH:
+        raise UnsendableValue(
+            path, f"nested more than {MAX_DEPTH} levels deep (or contains itself); flatten it"
+        )
+    depth += 1
+    if isinstance(value, Mapping):
+        return _convert_mapping(value, path, depth)
+    if isinstance(value, list | tuple):
+        # Paths are written only for values that need more than the plain test.
+        return [
+            item if _plain(item) else _convert(item, f"{path}[{i}]", depth)
+            for i, item in enumerate(value)
+        ]
+    items = [_convert(item, f"{path}[]", depth) for item in value]
+    try:
+        return sorted(items)  # sets have no order; sorting keeps payloads reproducible
+    except TypeError:
+        return items
+
+
 def _convert_mapping(value: Mapping[Any, Any], path: str, depth: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     count = 0
     for key, item in value.items():
         name = key if type(key) is str and key.isascii() else _key(key, path)
-        out[name] = _convert(item, f"{path}.{name}", depth)
+        out[name] = item if _plain(item) else _convert(item, f"{path}.{name}", depth)
         count += 1
     if len(out) != count:  # two keys became one string (1 and "1"): one value would be lost
         seen: dict[str, Any] = {}
