@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from router_core.errors import ConfigError
+from router_core.jsonable import brief, printable, shape_problem
 from router_core.plugins import PluginRegistry
 from router_core.redaction import exception_text
 from router_core.secrets import looks_secret, mask, register_secret, secrets_in
@@ -35,6 +37,12 @@ __all__ = ["DestinationConfig", "LoggingSettings", "RouterConfig", "interpolate"
 
 DEFAULT_CONFIG_PATH = Path("config/router.toml")
 
+MAX_CONFIG_CHARS = 4 * 1024**2
+"""A config or job file longer than this is refused (a real one is a few kilobytes)."""
+
+MAX_CONFIG_DEPTH = 32
+"""Tables and arrays nest at most this deep below the top level (a real config uses 4)."""
+
 _VAR = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -42,13 +50,32 @@ def read_toml(path: str | os.PathLike[str], kind: str = "config file") -> dict[s
     """Parse a TOML file; any failure is a ``ConfigError`` naming the file."""
     p = Path(path)
     try:
-        return tomllib.loads(p.read_text(encoding="utf-8"))
+        # Bounded: /dev/zero or a runaway pipe must not fill memory.
+        with p.open(encoding="utf-8") as file:
+            text = file.read(MAX_CONFIG_CHARS + 1)
     except FileNotFoundError:
         raise ConfigError([f"{kind} {str(p)!r} does not exist"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read {kind} {str(p)!r}: {exc}"]) from None
+    if len(text) > MAX_CONFIG_CHARS:
+        raise ConfigError([f"{kind} {str(p)!r} is longer than {MAX_CONFIG_CHARS:,} characters"])
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"not valid TOML: {exc}"], source=str(p)) from None
+    except RecursionError:  # tomllib recurses once per level of nested arrays / inline tables
+        raise ConfigError(
+            ["not valid TOML: arrays or inline tables are nested too deeply"], source=str(p)
+        ) from None
+    except ValueError:  # what else tomllib lets through: int() refusing a huge integer
+        limit = sys.get_int_max_str_digits()
+        raise ConfigError(
+            [f"not valid TOML: an integer has more than {limit:,} digits"], source=str(p)
+        ) from None
+    problems = _shape_problems(data)  # dotted keys nest tables without tomllib recursing
+    if problems:
+        raise ConfigError(problems, source=str(p))
+    return data
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +147,11 @@ class RouterConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> RouterConfig:
-        problems: list[str] = []
+        if not isinstance(data, Mapping):
+            raise ConfigError(["the config must be a table"], source=source)
+        problems = _shape_problems(data)
+        if problems:  # too deep to walk safely, or keys TOML could not have written
+            raise ConfigError(problems, source=source)
         unknown = sorted(set(data) - {"destinations", "logging", "queue"})
         if unknown:
             problems.append(
@@ -224,6 +255,23 @@ def _resolve_one(
     for secret in secrets_in(settings):
         register_secret(secret)
     return DestinationConfig(name=name, routing=routing, settings=settings)
+
+
+def _shape_problems(data: Mapping[Any, Any]) -> list[str]:
+    """Keys that are not strings, and tables nested beyond ``MAX_CONFIG_DEPTH``.
+
+    TOML writes neither; a dict built in code can, and later steps (interpolation, error
+    messages) must be able to walk and print every key.
+    """
+    problems = []
+    for key, value in data.items():
+        if not isinstance(key, str):
+            problems.append(f"key {brief(key)} must be a string")
+            continue
+        problem = shape_problem(value, MAX_CONFIG_DEPTH, printable(key))
+        if problem is not None:
+            problems.append(problem)
+    return problems
 
 
 def _field_problems(where: str, exc: ValidationError, table: Any = None) -> list[str]:

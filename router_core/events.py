@@ -3,6 +3,10 @@
 Fields are snake_case in Python; dicts may use either snake_case or Segment's camelCase keys.
 A naive ``timestamp`` is taken as UTC, and every timestamp is stored in UTC. ``message_id`` is
 generated once, when the event is built, and is the idempotency key on every retry.
+
+Validation is the whole contract: an event that can be built can be serialised by every plugin,
+by the outbox and by any JSON encoder. What JSON cannot carry is refused here, with
+``InvalidEventError`` naming the path (the rules are in ``router_core.jsonable``).
 """
 
 from __future__ import annotations
@@ -24,7 +28,14 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from router_core.errors import InvalidEventError
-from router_core.jsonable import to_jsonable
+from router_core.jsonable import (
+    UnsendableValue,
+    check_int,
+    check_text,
+    plain_copy,
+    printable,
+    to_jsonable,
+)
 
 __all__ = [
     "AliasEvent",
@@ -52,6 +63,8 @@ _REQUIRED: dict[str, tuple[str, ...]] = {
 }
 
 
+_TYPE_RULE = f"must be one of {', '.join(_REQUIRED)}"
+
 # A random (version 4, RFC 4122 variant) UUID: these bits say so.
 _UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
 _UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
@@ -71,26 +84,6 @@ def _an(event_type: str) -> str:
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-_PLAIN = frozenset({str, int, bool, type(None)})
-
-
-def _plain_copy(value: object) -> dict[str, Any] | None:
-    """A copy of ``value`` when it is a flat dict of strings, numbers, booleans and None.
-
-    That is most properties; ``to_jsonable`` (which also converts dates, decimals, nested
-    values, ...) would return the same dict, only slower. None means: use ``to_jsonable``.
-    """
-    if type(value) is not dict:
-        return None
-    for key, item in value.items():
-        kind = type(item)
-        if type(key) is not str or (
-            kind not in _PLAIN and (kind is not float or item - item != 0)  # NaN, infinities
-        ):
-            return None
-    return dict(value)
 
 
 class Event(BaseModel):
@@ -134,7 +127,7 @@ class Event(BaseModel):
     def _jsonable(cls, value: Any, info: Any) -> Any:
         if value is None:
             return {}
-        plain = _plain_copy(value)
+        plain = plain_copy(value)  # the fast path: a flat dict of plain values
         if plain is not None:
             return plain
         if not isinstance(value, Mapping):
@@ -144,10 +137,19 @@ class Event(BaseModel):
 
     @field_validator("user_id", "anonymous_id", "group_id", "previous_id", mode="before")
     @classmethod
-    def _ids_as_strings(cls, value: Any) -> Any:
+    def _ids_as_strings(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str):
+            return check_text(value, info.field_name)
         # Integer ids are common in apps; both vendors want strings.
         if isinstance(value, int) and not isinstance(value, bool):
-            return str(value)
+            return str(check_int(int.__int__(value), info.field_name))
+        return value
+
+    @field_validator("event", "message_id", "name", "category", mode="before")
+    @classmethod
+    def _valid_text(cls, value: Any, info: Any) -> Any:
+        if isinstance(value, str):
+            return check_text(value, info.field_name)
         return value
 
     @field_validator("timestamp")
@@ -155,7 +157,12 @@ class Event(BaseModel):
     def _utc(cls, value: datetime) -> datetime:
         if value.tzinfo is None:
             return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
+        try:
+            return value.astimezone(UTC)
+        except OverflowError:  # 9999-12-31T23:59-05:00 is in the year 10000 in UTC
+            raise UnsendableValue(
+                "timestamp", "falls outside the years 1 to 9999 once converted to UTC"
+            ) from None
 
     @model_validator(mode="after")
     def _spec_rules(self) -> Event:
@@ -178,40 +185,45 @@ class Event(BaseModel):
             raise InvalidEventError(
                 f"an event must be an Event or a mapping, not {type(data).__name__}"
             )
+        tag = data.get("type")
+        if tag is not None and not isinstance(tag, str):
+            # pydantic would try to print any other object as a tag (a huge int cannot be).
+            raise InvalidEventError(f"invalid event: type: {_TYPE_RULE}", [("type", _TYPE_RULE)])
         try:
             return Event._adapter.validate_python(data)
         except ValidationError as exc:
-            raise _invalid(exc, data.get("type")) from None
+            raise _invalid(exc, tag, data) from None
 
     @classmethod
     def track(cls, event: str, **fields: Any) -> TrackEvent:
         """A track event: ``Event.track("Order Completed", user_id="u1", properties={...})``."""
-        return _build(TrackEvent, type="track", event=event, **fields)
+        return _build(TrackEvent, {"type": "track", **fields, "event": event})
 
     @classmethod
     def identify(cls, **fields: Any) -> IdentifyEvent:
         """An identify event: ``Event.identify(user_id="u1", traits={"email": ...})``."""
-        return _build(IdentifyEvent, type="identify", **fields)
+        return _build(IdentifyEvent, {"type": "identify", **fields})
 
     @classmethod
     def page(cls, name: str | None = None, **fields: Any) -> PageEvent:
         """A page view: ``Event.page("Pricing", user_id="u1", properties={"url": ...})``."""
-        return _build(PageEvent, type="page", name=name, **fields)
+        return _build(PageEvent, {"type": "page", **fields, "name": name})
 
     @classmethod
     def screen(cls, name: str | None = None, **fields: Any) -> ScreenEvent:
         """A mobile screen view."""
-        return _build(ScreenEvent, type="screen", name=name, **fields)
+        return _build(ScreenEvent, {"type": "screen", **fields, "name": name})
 
     @classmethod
     def group(cls, group_id: str, **fields: Any) -> GroupEvent:
         """Associate a user with a group (company, team, ...)."""
-        return _build(GroupEvent, type="group", group_id=group_id, **fields)
+        return _build(GroupEvent, {"type": "group", **fields, "group_id": group_id})
 
     @classmethod
     def alias(cls, previous_id: str, user_id: str, **fields: Any) -> AliasEvent:
         """Merge ``previous_id`` into ``user_id``."""
-        return _build(AliasEvent, type="alias", previous_id=previous_id, user_id=user_id, **fields)
+        data = {"type": "alias", **fields, "previous_id": previous_id, "user_id": user_id}
+        return _build(AliasEvent, data)
 
     # -- helpers for plugins ------------------------------------------------------------------
 
@@ -264,29 +276,46 @@ Event._adapter = TypeAdapter(AnyEvent)
 _E = TypeVar("_E", bound=Event)
 
 
-def _build(model: type[_E], **fields: Any) -> _E:
+def _build(model: type[_E], data: dict[str, Any]) -> _E:
+    # A dict, not keywords: a stray ``type=`` in ``fields`` is then a validation error.
     try:
-        return model.model_validate(fields)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise _invalid(exc, fields.get("type")) from None
+        raise _invalid(exc, model.model_fields["type"].default, data) from None
 
 
-def _invalid(exc: ValidationError, event_type: object) -> InvalidEventError:
+def _invalid(
+    exc: ValidationError, event_type: object, data: Mapping[Any, Any]
+) -> InvalidEventError:
     problems: list[tuple[str, str]] = []
-    known_type = event_type in _REQUIRED
+    # Any object can arrive as "type" (a list, a dict): compare only strings.
+    known_type = isinstance(event_type, str) and event_type in _REQUIRED
     for error in exc.errors(include_url=False, include_input=False):
         loc = [str(part) for part in error["loc"]]
         if known_type and loc and loc[0] == event_type:
             loc = loc[1:]  # drop the discriminator tag pydantic puts first
         path = ".".join(loc)
         message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "union_tag_invalid":
-            path, message = "type", "must be one of track, identify, page, screen, group, alias"
+        cause = error.get("ctx", {}).get("error")
+        if isinstance(cause, UnsendableValue):  # to_jsonable and friends know the full path
+            path, message = cause.path, cause.reason
+        elif error["type"] == "union_tag_invalid":
+            path, message = "type", _TYPE_RULE
         elif error["type"] == "union_tag_not_found":
             path, message = "type", "is required"
-        if path and message.startswith(f"{path}"):
-            path = ""  # the message already names the nested path (to_jsonable)
-        problems.append((path, message))
+        elif not path and error["type"] == "string_unicode":
+            path, message = _bad_key(data)  # a top-level key pydantic cannot read
+        problems.append((printable(path), printable(message)))
     kind = f"{event_type} event" if known_type else "event"
     detail = "; ".join(f"{path}: {msg}" if path else msg for path, msg in problems)
     return InvalidEventError(f"invalid {kind}: {detail}", problems)
+
+
+def _bad_key(data: Mapping[Any, Any]) -> tuple[str, str]:
+    for key in data:
+        if isinstance(key, str):
+            try:
+                check_text(key, "")
+            except UnsendableValue as exc:
+                return "", f"field name {printable(repr(key))}: {exc.reason}"
+    return "", "a field name is not valid Unicode"

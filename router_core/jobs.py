@@ -110,7 +110,7 @@ class Job(MaskedReprModel):
             job = cls.model_validate(data)
         except ValidationError as exc:
             raise ConfigError(
-                validation_problems(exc, unknown="unknown key", missing="required", table=data),
+                validation_problems(exc, unknown="unknown key", missing="required", echoes=True),
                 source=source,
             ) from None
         job._source = source

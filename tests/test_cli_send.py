@@ -330,3 +330,101 @@ def test_a_queued_config_reports_queued_and_delivers_before_exit(
     assert "queued in the outbox" in human.stdout
     # Closing the router drained the outbox before the command returned.
     assert sorted(e.event or "" for e in sandbox.segment.events) == ["X", "Y"]
+
+
+# -- hostile input: exit 2 and one line, never "internal error" (exit 3) -------------------------
+# Events are parsed before the config is read, so these need no config and send nothing.
+
+NO_CONFIG = "/nonexistent/router.toml"
+DEEP_ARRAY = "[" * 100_000 + "]" * 100_000
+HUGE_INT = "1" * 5000
+
+
+def deep_object(levels: int) -> str:
+    return '{"a": ' * levels + "1" + "}" * levels
+
+
+BAD_JSON_OPTIONS: list[tuple[str, str, tuple[str, ...]]] = [
+    ("--properties", DEEP_ARRAY, ("--properties: JSON nested too deeply",)),
+    ("--traits", deep_object(100_000), ("--traits: JSON nested too deeply",)),
+    ("--context", deep_object(200), ("context.a.a", "nested more than 64 levels deep")),
+    ("--properties", '{"a": 1', ("--properties: not valid JSON",)),
+    ("--properties", "[1, 2]", ("--properties: must be a JSON object",)),
+    ("--properties", '"text"', ("--properties: must be a JSON object",)),
+    ("--properties", '{"a": "\\udcff"}', ("properties.a: text holds a lone surrogate",)),
+    ("--traits", '{"\\ud800": 1}', ("traits: key '\\ud800' holds a lone surrogate",)),
+    ("--properties", f'{{"n": {HUGE_INT}}}', ("--properties: a JSON number has too many digits",)),
+    ("--properties", f'{{"n": {2**64}}}', ("properties.n", "outside the accepted integer range")),
+    ("--context", '{"n": 1e400}', ("context.n: inf is not a finite number",)),
+    ("--properties", '{"n": NaN}', ("properties.n: nan is not a finite number",)),
+]
+
+
+@pytest.mark.parametrize(("option", "value", "fragments"), BAD_JSON_OPTIONS)
+def test_hostile_json_options_exit_2_with_one_line(
+    option: str, value: str, fragments: tuple[str, ...]
+) -> None:
+    result = invoke(["send", "-c", NO_CONFIG, "--event", "X", "--user-id", "u", option, value])
+
+    assert_bad_input(result, *fragments)
+
+
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (["--user-id", "\udcff"], ("user_id: text holds a lone surrogate",)),
+        (["--user-id", "u", "--timestamp", "9999-12-31T23:59:59-05:00"], ("timestamp",)),
+        (["--user-id", "u", "--message-id", "m\udcff"], ("message_id",)),
+    ],
+)
+def test_hostile_text_options_exit_2_with_one_line(
+    args: list[str], fragments: tuple[str, ...]
+) -> None:
+    assert_bad_input(invoke(["send", "-c", NO_CONFIG, "--event", "X", *args]), *fragments)
+
+
+EVENT = '{"type": "track", "event": "X", "user_id": "u"}'
+HOSTILE_FILES: list[tuple[str, tuple[str, ...]]] = [
+    (DEEP_ARRAY, ("<stdin>: JSON nested too deeply",)),
+    (deep_object(100_000), ("<stdin>: JSON nested too deeply",)),
+    (f"{EVENT}\n{DEEP_ARRAY}\n", ("<stdin> line 2: JSON nested too deeply",)),
+    (
+        '{"type": "track", "event": "X", "user_id": "u", "properties": ' + deep_object(100) + "}",
+        ("properties.a.a", "nested more than 64 levels deep"),
+    ),
+    (
+        f'{{"type": "track", "event": "X", "user_id": "u", "properties": {{"n": {HUGE_INT}}}}}',
+        ("<stdin>: a JSON number has too many digits",),
+    ),
+    (f"{EVENT}\n{HUGE_INT}\n", ("<stdin> line 2: a JSON number has too many digits",)),
+    ('{"type": "track", "event": "\\udcff", "user_id": "u"}', ("event: text holds a lone",)),
+    ('{"type": "track", "event": "X", "\\udcff": 1}', ("field name '\\udcff'",)),
+    ('{"type": ["track"], "event": "X", "user_id": "u"}', ("type: must be one of",)),
+    ('{"type": "track", "event": "X", "user_id": ["u"]}', ("user_id",)),
+    ("[1, 2]", ("<stdin> event 1: an event must be a JSON object, not int",)),
+    ("42", ("expected a JSON object, an array of objects, or JSON lines",)),
+]
+
+
+@pytest.mark.parametrize(("text", "fragments"), HOSTILE_FILES)
+def test_hostile_event_files_exit_2_with_one_line(text: str, fragments: tuple[str, ...]) -> None:
+    result = invoke(["send", "-c", NO_CONFIG, "--file", "-"], input=text)
+
+    assert_bad_input(result, *fragments)
+
+
+@pytest.mark.parametrize(
+    ("toml", "fragment"),
+    [
+        ("a = " + "[" * 3000 + "]" * 3000, "arrays or inline tables are nested too deeply"),
+        ('[queue]\npath = "/dev/null"', "queue.path: '/dev/null' is a character device"),
+        ('[queue]\npath = "."', "queue.path: '.' is a directory"),
+    ],
+)
+def test_an_unusable_config_exits_2_with_one_line(tmp_path: Path, toml: str, fragment: str) -> None:
+    path = tmp_path / "router.toml"
+    path.write_text(toml, encoding="utf-8")
+
+    assert_bad_input(
+        invoke(["send", "-c", str(path), "--event", "X", "--user-id", "u"]), str(path), fragment
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +17,13 @@ from router_core import (
     DestinationSettings,
     Event,
     PluginRegistry,
+    Router,
     RouterConfig,
     hookimpl,
 )
-from router_core.config import interpolate
+from router_core.config import MAX_CONFIG_DEPTH, interpolate, read_toml
 from router_core.secrets import redact
+from router_core.settings import QueueSettings
 
 
 class KeySettings(DestinationSettings):
@@ -185,6 +189,127 @@ def test_malformed_files(tmp_path: Path, text: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=None) as caught:
         RouterConfig.load(write(tmp_path, text))
     assert fragment in str(caught.value)
+
+
+def nest(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (f"a = {'[' * 3000}{']' * 3000}", "arrays or inline tables are nested too deeply"),
+        (f"a = {'{b = ' * 3000}1{'}' * 3000}", "arrays or inline tables are nested too deeply"),
+        (f"a = {'[' * 100_000}{']' * 100_000}", "arrays or inline tables are nested too deeply"),
+        (f"{'.'.join(['a'] * 3000)} = 1", f"nested more than {MAX_CONFIG_DEPTH} levels deep"),
+        (f"[{'.'.join(['t'] * 40)}]", f"nested more than {MAX_CONFIG_DEPTH} levels deep"),
+        (f"n = {'1' * 5000}", "not valid TOML: an integer has more than 4,300 digits"),
+    ],
+)
+def test_deep_or_huge_toml_is_a_config_error_naming_the_file(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    path = write(tmp_path, text)
+    for load in (read_toml, RouterConfig.load):
+        with pytest.raises(ConfigError) as caught:
+            load(path)
+        assert fragment in str(caught.value)
+        assert str(path) in str(caught.value)
+
+
+def test_a_config_file_that_never_ends_is_refused() -> None:
+    with pytest.raises(ConfigError, match="'/dev/zero' is longer than"):
+        read_toml("/dev/zero")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "router.toml"
+    path.write_bytes('a = "\udcff"'.encode("utf-8", "surrogatepass"))
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        read_toml(path)
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        ({1: {}}, "key 1 must be a string"),
+        ({"destinations": {None: {"plugin": "keyed"}}}, "destinations: key None must be a string"),
+        (
+            {"destinations": {"d": {"plugin": "keyed", "headers": {10**5000: "x"}}}},
+            "destinations.d.headers: key an integer of about 5001 digits must be a string",
+        ),
+        (
+            {"destinations": {"d": {"plugin": "keyed", "x": nest(10_000)}}},
+            "destinations.d.x"
+            + ".a" * (MAX_CONFIG_DEPTH - 2)  # destinations, d and x are the first 3 levels
+            + f": nested more than {MAX_CONFIG_DEPTH} levels deep",
+        ),
+        ({"queue": {"retry": [nest(100_000)]}}, "nested more than"),
+    ],
+)
+def test_tables_toml_could_not_have_written_are_config_errors(
+    registry: PluginRegistry, data: dict[Any, Any], fragment: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.from_dict(data)
+    assert fragment in str(caught.value)
+
+
+def test_a_router_given_a_deep_destination_table_refuses_it(registry: PluginRegistry) -> None:
+    with pytest.raises(ConfigError, match="nested more than"):
+        Router({"d": {"plugin": "keyed", "api_key": "k", "x": nest(10_000)}}, plugins=registry)
+
+
+@pytest.fixture
+def places(tmp_path: Path) -> dict[str, Path]:
+    (tmp_path / "file.db").write_bytes(b"")
+    (tmp_path / "dir").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    return {
+        "file": tmp_path / "file.db",
+        "dir": tmp_path / "dir",
+        "fifo": tmp_path / "fifo",
+        "under_file": tmp_path / "file.db" / "outbox.db",
+        "deep_under_file": tmp_path / "file.db" / "a" / "b" / "outbox.db",
+        "new": tmp_path / "new" / "dirs" / "outbox.db",
+    }
+
+
+@pytest.mark.parametrize(
+    ("place", "fragment"),
+    [
+        ("/dev/null", "'/dev/null' is a character device; the outbox must be a regular file"),
+        ("dir", "is a directory; the outbox must be a regular file"),
+        ("fifo", "is a named pipe; the outbox must be a regular file"),
+        ("under_file", "file.db' (in "),
+        ("deep_under_file", "is a file, not a directory"),
+        ("bad\0path", "cannot be used: embedded null byte"),
+        ("", "'.' is a directory"),
+    ],
+)
+def test_an_outbox_path_that_cannot_be_a_file_is_a_config_error(
+    tmp_path: Path, places: dict[str, Path], place: str, fragment: str
+) -> None:
+    path = str(places.get(place, place))
+    toml = write(tmp_path, f"[queue]\npath = {json.dumps(path)}\n")
+    for load in (lambda: RouterConfig.load(toml), lambda: QueueSettings.coerce({"path": path})):
+        with pytest.raises(ConfigError) as caught:
+            load()
+        (problem,) = caught.value.problems
+        assert problem.startswith("queue.path: ")
+        assert fragment in problem
+
+
+@pytest.mark.parametrize("place", ["file", "new"])
+def test_an_outbox_path_that_is_or_can_be_a_file_is_accepted(
+    places: dict[str, Path], place: str
+) -> None:
+    settings = QueueSettings.coerce({"path": str(places[place])})
+    assert settings is not None
+    assert settings.path == places[place]
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:

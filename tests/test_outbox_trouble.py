@@ -20,6 +20,7 @@ import pytest
 import structlog
 
 from router_core import (
+    ConfigError,
     Delivery,
     DeliveryError,
     Destination,
@@ -229,15 +230,19 @@ def test_a_path_that_cannot_hold_an_outbox_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("a file, not a directory\n")
     cases = {
         tmp_path: "is a directory",
-        Path(os.devnull): "not a regular file",
-        tmp_path / "notes.txt" / "outbox.db": f"{tmp_path / 'notes.txt'} is a file",
-        tmp_path / "notes.txt" / "deeper" / "outbox.db": f"{tmp_path / 'notes.txt'} is a file",
+        Path(os.devnull): "must be a regular file",
+        tmp_path / "notes.txt" / "outbox.db": "is a file, not a directory",
+        tmp_path / "notes.txt" / "deeper" / "outbox.db": "is a file, not a directory",
     }
     for path, problem in cases.items():
-        with pytest.raises(OutboxUnavailableError) as caught:
+        # Refused when the settings are read, and again when an outbox is opened there.
+        with pytest.raises(ConfigError) as refused:
             make_router(path, Instant())
-        assert str(path) in str(caught.value)
-        assert problem in str(caught.value)
+        with pytest.raises(OutboxUnavailableError) as caught:
+            SQLiteOutbox(path)
+        for error in (refused.value, caught.value):
+            assert str(path) in str(error)
+            assert problem in str(error)
     assert (tmp_path / "notes.txt").read_text() == "a file, not a directory\n"
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from router_core.errors import ConfigError, RouterError
+from router_core.jsonable import printable
 from router_core.logs import logging_restored
 
 __all__ = [
@@ -69,7 +70,8 @@ def describe(exc: BaseException) -> str:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+    # printable(): a lone surrogate echoed from bad input must not break writing the line.
+    return printable(" ".join(part.strip() for part in text.splitlines() if part.strip()))
 
 
 def _fail(message: str, code: int) -> int:

@@ -131,11 +131,24 @@ def _event_from_options(event_type: str, given: dict[str, str]) -> Event:
     return Event.parse(data)
 
 
-def _json_object(text: str, where: str) -> dict[str, Any]:
+def _loads(text: str, where: str) -> Any:
+    """``json.loads`` whose every failure is ``BadInput`` naming ``where``."""
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise BadInput(f"{where}: not valid JSON ({exc})") from None
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise _not_json(where, exc) from None
+
+
+def _not_json(where: str, exc: ValueError | RecursionError) -> BadInput:
+    if isinstance(exc, json.JSONDecodeError):
+        return BadInput(f"{where}: not valid JSON ({exc})")
+    if isinstance(exc, RecursionError):  # the decoder recurses once per level of nesting
+        return BadInput(f"{where}: JSON nested too deeply")
+    return BadInput(f"{where}: a JSON number has too many digits")  # int() refused it
+
+
+def _json_object(text: str, where: str) -> dict[str, Any]:
+    value = _loads(text, where)
     if not isinstance(value, dict):
         raise BadInput(f"{where}: must be a JSON object like '{{\"key\": 1}}'")
     return value
@@ -152,6 +165,8 @@ def parse_events(text: str, source: str) -> list[Event]:
         document = json.loads(text)
     except json.JSONDecodeError:
         return _parse_json_lines(text, source)
+    except (ValueError, RecursionError) as exc:
+        raise _not_json(source, exc) from None
     if isinstance(document, dict):
         return [_parse_one(document, f"{source}")]
     if isinstance(document, list):
@@ -167,11 +182,7 @@ def _parse_json_lines(text: str, source: str) -> list[Event]:
         if not line.strip():
             continue
         where = f"{source} line {number}"
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise BadInput(f"{where}: not valid JSON ({exc})") from None
-        events.append(_parse_one(item, where))
+        events.append(_parse_one(_loads(line, where), where))
     return events
 
 

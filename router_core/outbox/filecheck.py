@@ -18,6 +18,7 @@ import stat
 from pathlib import Path
 
 from router_core.outbox.errors import OutboxDiskFullError, OutboxUnavailableError
+from router_core.settings.queue import path_problem
 
 __all__ = ["DELIVERY_RESERVE_BYTES", "check_location", "explain", "identity", "room"]
 
@@ -76,35 +77,17 @@ def room(path: Path) -> tuple[int, int] | None:
 
 
 def check_location(path: Path) -> None:
-    """Raise ``OutboxUnavailableError`` when ``path`` can never hold an outbox."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        info = None
-    except NotADirectoryError:
-        info = None  # a parent is a file: found below
-    except OSError as exc:
-        raise explain(path, exc) from exc
-    if info is not None:
-        if stat.S_ISDIR(info.st_mode):
-            raise _error(
-                path,
-                f"the outbox path {path} is a directory",
-                f"[queue] path must name a file, such as {path / 'outbox.db'}.",
-            )
-        if not stat.S_ISREG(info.st_mode):
-            raise _error(
-                path,
-                f"the outbox path {path} is not a regular file (it is {_kind(info.st_mode)})",
-                "Point [queue] path at a file: an outbox is created where none exists.",
-            )
-        return
-    blocker = _file_in_the_way(path)
-    if blocker is not None:
+    """Raise ``OutboxUnavailableError`` when ``path`` can never hold an outbox.
+
+    The settings refuse such a path when they are read (``path_problem``); this asks again
+    when the outbox opens, since the file system may have changed in between.
+    """
+    problem = path_problem(path)
+    if problem is not None:
         raise _error(
             path,
-            f"the outbox {path} cannot be created: {blocker} is a file, not a directory",
-            f"Point [queue] path at a file in a directory, or move {blocker} away.",
+            f"the outbox path cannot be used: {problem}",
+            "Point [queue] path at a file in a directory: an outbox is created where none exists.",
         )
 
 
@@ -310,15 +293,3 @@ def _file_in_the_way(path: Path) -> Path | None:
             return None
         return None if stat.S_ISDIR(info.st_mode) else ancestor
     return None
-
-
-def _kind(mode: int) -> str:
-    if stat.S_ISCHR(mode):
-        return "a character device"
-    if stat.S_ISBLK(mode):
-        return "a block device"
-    if stat.S_ISFIFO(mode):
-        return "a named pipe"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    return "not a file"

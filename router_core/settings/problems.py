@@ -27,13 +27,14 @@ def validation_problems(
     unknown: str = "unknown setting",
     missing: str | None = None,
     table: Any = None,
+    echoes: bool = False,
 ) -> list[str]:
     """One ``"<where>.<field path>: <message>"`` line per error in ``exc``.
 
-    No line repeats a value of ``table`` (the table validated) or the input an error
-    complains about. ``unknown`` words an extra key, ``missing`` (when given) a required one;
-    job files say "unknown key" and "required", settings "unknown setting" and pydantic's own
-    "Field required".
+    Unless ``echoes`` is true, no line repeats a value of ``table`` (the table validated) or
+    the input an error complains about: destination tables hold keys. ``unknown`` words an
+    extra key, ``missing`` (when given) a required one; job files say "unknown key" and
+    "required", settings "unknown setting" and pydantic's own "Field required".
     """
     values = list(config_strings(table))
     problems = []
@@ -46,7 +47,9 @@ def validation_problems(
             message = missing
         path = ".".join(part for part in (where, loc) if part)
         line = f"{path}: {message}" if path else message
-        problems.append(without_echoes(line, [*values, *config_strings(error.get("input"))]))
+        if not echoes:
+            line = without_echoes(line, [*values, *config_strings(error.get("input"))])
+        problems.append(line)
     return problems
 
 

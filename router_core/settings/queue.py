@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from router_core.errors import ConfigError
 from router_core.settings.destination import RetrySettings
 from router_core.settings.problems import validation_problems
 
-__all__ = ["DEFAULT_OUTBOX_PATH", "QueueRetrySettings", "QueueSettings"]
+__all__ = ["DEFAULT_OUTBOX_PATH", "QueueRetrySettings", "QueueSettings", "path_problem"]
 
 DEFAULT_OUTBOX_PATH = Path(".event-router/outbox.db")
 
@@ -60,6 +61,14 @@ class QueueSettings(BaseModel):
     exit_timeout: float = Field(default=5.0, ge=0)
     retry: QueueRetrySettings = Field(default_factory=QueueRetrySettings)
 
+    @field_validator("path")
+    @classmethod
+    def _usable_path(cls, value: Path) -> Path:
+        problem = path_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     @classmethod
     def coerce(cls, value: QueueSettings | Mapping[str, Any] | None) -> QueueSettings | None:
         """``value`` as settings; ``None`` (or ``enabled = false``) means direct delivery.
@@ -76,10 +85,55 @@ class QueueSettings(BaseModel):
             try:
                 settings = cls.model_validate(dict(value))
             except ValidationError as exc:
-                raise ConfigError(validation_problems(exc, "queue", table=value)) from None
+                # Paths and sizes are no secrets, and the URL masks its own password.
+                raise ConfigError(validation_problems(exc, "queue", echoes=True)) from None
         return settings if settings.enabled else None
 
     @property
     def byte_limit(self) -> int:
         """``max_bytes``, or the backend's default (1 GiB on disk, 64 MiB in memory)."""
         return self.max_bytes if self.max_bytes is not None else _DEFAULT_MAX_BYTES[self.backend]
+
+
+_KINDS = (
+    (stat.S_ISREG, "a file"),
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _KINDS if test(mode)), "a special file")
+
+
+def path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot hold an outbox, or None when it can.
+
+    A path that exists must be a regular file (the outbox opens it as a database; ``/dev/null``
+    or a directory would fail later, or silently lose events); the nearest existing ancestor
+    must be a directory, since the outbox creates the file and missing parents.
+    """
+    try:
+        mode = path.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte, a lone surrogate
+        return f"{str(path)!r} cannot be used: {exc}"
+    if mode is not None:
+        if stat.S_ISREG(mode):
+            return None
+        return f"{str(path)!r} is {_kind(mode)}; the outbox must be a regular file"
+    for parent in path.parents:
+        try:
+            mode = parent.stat().st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as exc:
+            return f"cannot check {str(parent)!r}: {exc.strerror or exc}"
+        if stat.S_ISDIR(mode):
+            return None
+        return f"{str(parent)!r} (in {str(path)!r}) is {_kind(mode)}, not a directory"
+    return None
