@@ -1,4 +1,4 @@
-"""Shared fixtures: a recording HTTP server on loopback for end-to-end tests."""
+"""Shared fixtures: a recording HTTP server on loopback, and PostgreSQL (tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from tests.postgres import *  # noqa: F403 - the PostgreSQL server and schema fixtures
 
 
 @dataclass

@@ -19,10 +19,15 @@ except ImportError as exc:  # the optional extra is not installed
         ]
     ) from None
 
-from router_core.outbox.postgres.backend import PostgresOutbox, PostgresOutboxError
+from router_core.outbox.postgres.backend import (
+    PostgresOutbox,
+    PostgresOutboxError,
+    migrate_schema,
+)
 from router_core.outbox.postgres.schema import (
     SCHEMA_VERSION,
     MigrationResult,
+    SchemaMissingError,
     SchemaVersionError,
 )
 
@@ -31,5 +36,7 @@ __all__ = [
     "MigrationResult",
     "PostgresOutbox",
     "PostgresOutboxError",
+    "SchemaMissingError",
     "SchemaVersionError",
+    "migrate_schema",
 ]

@@ -70,7 +70,7 @@ from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
 from router_core.results import BatchLimits
 from router_core.secrets import redact, register_secret
 
-__all__ = ["PostgresOutbox", "PostgresOutboxError"]
+__all__ = ["PostgresOutbox", "PostgresOutboxError", "migrate_schema"]
 
 log = structlog.get_logger("router_core.outbox")
 
@@ -79,6 +79,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 
 _CHUNK = 5000  # rows per transaction in replay and purge: short transactions, bounded locks
 _CONNECT_TIMEOUT_S = 10
+_APPLICATION_NAME = "event-router"
 
 # Pools inherited across fork() are never used or closed in the child (their sockets are the
 # parent's); keeping a reference stops the garbage collector from touching them.
@@ -274,12 +275,9 @@ class PostgresOutbox:
         pool_size: int = 8,
         timeout: float = 10.0,
     ) -> None:
-        quoted(schema)  # a bad name fails here, before any connection
         self._url = url
         self._schema = schema
-        for secret in _secrets_of(url):
-            register_secret(secret)
-        self._location = f"{mask_url(url)} (schema {schema})"
+        self._location = _location(url, schema)
         self._sql = _Sql(schema)
         self._pool_size = pool_size
         self._timeout = timeout
@@ -315,7 +313,7 @@ class PostgresOutbox:
     # -- connections --------------------------------------------------------------------------
 
     def _connect(self) -> Conn:
-        return psycopg.connect(self._url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S)
+        return _connect(self._url)
 
     def _get_pool(self) -> ConnectionPool[Conn]:
         pool = self._pool
@@ -329,21 +327,15 @@ class PostgresOutbox:
                     self._url,
                     min_size=1,
                     max_size=self._pool_size,
-                    kwargs={"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S},
+                    kwargs=_connection_options(self._url),
                     timeout=self._timeout,
                     name="event-router-outbox",
                     open=True,
                 )
             return self._pool
 
-    @contextlib.contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        try:
-            yield
-        except psycopg.Error as exc:
-            # The first line: the server's own message (the rest quotes our SQL back).
-            message = redact(str(exc).strip().partition("\n")[0]) or type(exc).__name__
-            raise PostgresOutboxError(f"the outbox {self.location}: {doing}: {message}") from exc
+    def _errors(self, doing: str) -> contextlib.AbstractContextManager[None]:
+        return _errors(self._location, doing)
 
     def _run(self, doing: str, work: Callable[[Conn], T]) -> T:
         """``work`` on a pooled connection; once more on a fresh one if the first was broken
@@ -359,6 +351,7 @@ class PostgresOutbox:
                     if attempt == 2 or conn is None or not conn.broken:
                         raise
                     log.info("outbox_connection_lost", outbox=self.location, retrying=True)
+                    pool.check()  # the other idle connections probably went the same way
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- writing ------------------------------------------------------------------------------
@@ -645,11 +638,6 @@ class PostgresOutbox:
             removed += count
         return removed
 
-    def migrate(self) -> MigrationResult:
-        """Create or upgrade the schema (what ``event-router outbox migrate`` runs)."""
-        with self._errors("cannot migrate"), self._connect() as conn:
-            return migrate(conn, self._schema, self._location)
-
     # -- lifecycle ----------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
@@ -673,6 +661,46 @@ class PostgresOutbox:
 
     def __repr__(self) -> str:
         return f"PostgresOutbox({self.location!r})"
+
+
+def migrate_schema(url: str, schema: str = DEFAULT_SCHEMA) -> tuple[str, MigrationResult]:
+    """Create the outbox in ``schema`` at ``url``, or upgrade it to this event-router's
+    version (what ``event-router outbox migrate`` runs). Returns the outbox's location (the
+    URL with its password masked) and what was done."""
+    location = _location(url, schema)
+    with _errors(location, "cannot migrate"), _connect(url) as conn:
+        return location, migrate(conn, schema, location)
+
+
+def _location(url: str, schema: str) -> str:
+    """Check ``schema``, register the password as a secret, and name the outbox for messages."""
+    quoted(schema)  # a bad name fails here, before any connection
+    for secret in _secrets_of(url):
+        register_secret(secret)
+    return f"{mask_url(url)} (schema {schema})"
+
+
+def _connect(url: str) -> Conn:
+    return psycopg.connect(url, **_connection_options(url))
+
+
+def _connection_options(url: str) -> dict[str, Any]:
+    options: dict[str, Any] = {"autocommit": True, "connect_timeout": _CONNECT_TIMEOUT_S}
+    # Named in pg_stat_activity, unless the URL names its connections itself.
+    if "application_name" not in psycopg.conninfo.conninfo_to_dict(url):
+        options["application_name"] = _APPLICATION_NAME
+    return options
+
+
+@contextlib.contextmanager
+def _errors(location: str, doing: str) -> Iterator[None]:
+    """psycopg's errors as ``PostgresOutboxError`` naming the outbox (password masked)."""
+    try:
+        yield
+    except psycopg.Error as exc:
+        # The first line: the server's own message (the rest quotes our SQL back).
+        message = redact(str(exc).strip().partition("\n")[0]) or type(exc).__name__
+        raise PostgresOutboxError(f"the outbox {location}: {doing}: {message}") from exc
 
 
 def _share(limit: int | None, used: int) -> int | None:

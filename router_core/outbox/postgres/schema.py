@@ -24,6 +24,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SHARDS",
     "MigrationResult",
+    "SchemaMissingError",
     "SchemaVersionError",
     "check_schema",
     "migrate",
@@ -100,6 +101,10 @@ _OUR_TABLES = ("events", "deliveries", "admitted", "removed")
 
 class SchemaVersionError(RouterError):
     """The outbox schema has a version this event-router does not use."""
+
+
+class SchemaMissingError(SchemaVersionError):
+    """There is no outbox in the schema (and it was not to be created)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +206,7 @@ def check_schema(
     if version is None:
         if create:
             return migrate(conn, schema, location)
-        raise SchemaVersionError(
+        raise SchemaMissingError(
             f"there is no outbox in schema {schema!r} at {location}: "
             "run `event-router outbox migrate` to create it"
         )
