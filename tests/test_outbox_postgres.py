@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -504,11 +504,52 @@ def test_a_missing_schema_is_created_unless_told_not_to(postgres_url: str, pg_sc
     assert again.created is None
 
 
+@pytest.fixture
+def app_user_url(postgres_url: str) -> Iterator[str]:
+    """The URL of a new database user with no privilege beyond logging in."""
+    name = f"er_test_app_{uuid.uuid4().hex[:8]}"
+    try:
+        sql(postgres_url, f"CREATE ROLE {name} LOGIN PASSWORD '{SECRET}'")
+    except psycopg.errors.InsufficientPrivilege:
+        pytest.skip(f"the user of {postgres_url} may not create roles")
+    scheme, _, rest = postgres_url.partition("://")
+    yield f"{scheme}://{name}:{SECRET}@{rest.rpartition('@')[2]}"
+    sql(postgres_url, f"DROP OWNED BY {name}")
+    sql(postgres_url, f"DROP ROLE {name}")
+
+
+def test_an_app_user_without_create_is_told_to_migrate_then_works_with_grants(
+    postgres_url: str, pg_schema: str, app_user_url: str
+) -> None:
+    with pytest.raises(SchemaMissingError) as refused:
+        PostgresOutbox(app_user_url, schema=pg_schema)
+    assert "may not create it" in str(refused.value)
+    assert "event-router outbox migrate" in str(refused.value)
+    from router_core.outbox.postgres import migrate_schema
+
+    migrate_schema(postgres_url, pg_schema)
+    user = app_user_url.partition("://")[2].partition(":")[0]
+    sql(postgres_url, f'GRANT USAGE ON SCHEMA "{pg_schema}" TO {user}')
+    sql(
+        postgres_url,
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "{pg_schema}" TO {user}',
+    )
+    store = PostgresOutbox(app_user_url, schema=pg_schema)
+    try:
+        assert put(store, 3, max_events=10) == 3
+        rows = claim(store, "t")
+        store.ack("a", "t", [r.event_id for r in rows])
+        assert store.stats(time.time()).events == 0
+    finally:
+        store.close()
+
+
 def test_migrate_creates_the_schema_and_is_idempotent(
     postgres_url: str, pg_schema: str, tmp_path: Path
 ) -> None:
-    config = write_config(tmp_path, postgres_url, pg_schema)
-    first = cli("migrate", "-c", str(config), "--json")
+    config = write_config(tmp_path, "${OUTBOX_URL}", pg_schema)
+    env = {"OUTBOX_URL": postgres_url}
+    first = cli("migrate", "-c", str(config), "--json", env=env)
     assert first.exit_code == 0, first.output
     assert json.loads(first.stdout) == {
         "outbox": f"{postgres_url} (schema {pg_schema})",
@@ -520,7 +561,7 @@ def test_migrate_creates_the_schema_and_is_idempotent(
     store = PostgresOutbox(postgres_url, schema=pg_schema, create=False)
     try:
         put(store, 3)
-        again = cli("migrate", "--config", str(config))
+        again = cli("migrate", "--config", str(config), env=env)
         assert again.exit_code == 0, again.output
         assert f"is up to date (schema version {SCHEMA_VERSION})" in again.stdout
         assert store.stats(time.time()).events == 3  # nothing queued was touched

@@ -165,8 +165,17 @@ def migrate(conn: psycopg.Connection[Any], schema: str, location: str) -> Migrat
             raise _newer(schema, previous, location)
         if previous is None:
             _refuse_foreign_tables(conn, schema, location)
-            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
-            _run(conn, _VERSION_1, s)
+            try:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
+                _run(conn, _VERSION_1, s)
+            except psycopg.errors.InsufficientPrivilege as exc:
+                reason = str(exc).strip().partition("\n")[0]
+                raise SchemaMissingError(
+                    f"there is no outbox in schema {schema!r} at {location}, and this database "
+                    f"user may not create it ({reason}): run "
+                    "`event-router outbox migrate` as a user who may, then grant this one USAGE "
+                    "on the schema and SELECT, INSERT, UPDATE, DELETE on its tables"
+                ) from None
         else:
             for version in range(previous, SCHEMA_VERSION):
                 steps = UPGRADES.get(version)
