@@ -332,6 +332,41 @@ def test_a_claim_skips_rows_another_transaction_has_locked(
     assert [r.event_id for r in rows] == [3, 4, 5, 6]
 
 
+def test_the_claim_walks_the_due_index_in_order(
+    pg_outbox: PostgresOutbox, postgres_url: str, pg_schema: str
+) -> None:
+    from router_core.outbox.postgres.backend import _Sql
+
+    s = f'"{pg_schema}"'
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(
+            f"INSERT INTO {s}.events (message_id, payload, size, destinations)"
+            " SELECT 'm' || g, '{}', 2, ARRAY['a'] FROM generate_series(1, 20000) AS g"
+        )
+        conn.execute(
+            f"INSERT INTO {s}.deliveries (destination, event_id) SELECT 'a', id FROM {s}.events"
+        )
+        conn.execute(f"UPDATE {s}.deliveries SET state = 'dead' WHERE event_id <= 15000")
+        conn.execute(f"VACUUM ANALYZE {s}.deliveries, {s}.events")
+        ((plan,),) = conn.execute(
+            "EXPLAIN (FORMAT JSON) " + _Sql(pg_schema).claim, {"destination": "a", "limit": 100}
+        ).fetchall()
+
+    def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    on_deliveries = [n for n in nodes(plan[0]["Plan"]) if n.get("Relation Name") == "deliveries"]
+    # Pending rows in event order straight from the partial index (dead letters are not in
+    # it): no pass over the table and no sort, however many dead letters there are.
+    assert [(n["Node Type"], n.get("Index Name")) for n in on_deliveries] == [
+        ("Index Scan", "deliveries_due")
+    ]
+    limit = next(n for n in nodes(plan[0]["Plan"]) if n["Node Type"] == "Limit")
+    assert "Sort" not in {n["Node Type"] for n in nodes(limit)}
+
+
 def test_concurrent_claimers_never_share_a_row(
     postgres_url: str, pg_schema: str, pg_outbox: PostgresOutbox
 ) -> None:

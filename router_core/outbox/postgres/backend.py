@@ -144,14 +144,16 @@ class _Sql:
             f" (SELECT sum(bytes) FROM {s}.admitted) - (SELECT sum(bytes) FROM {s}.removed)"
         )
 
+        # The due rows first (locked, in order), then their events by primary key: joining
+        # in one scan would walk the events table from its oldest (dead-lettered) rows.
         self.claim = (
-            "SELECT d.event_id, e.message_id, e.payload, e.size, d.attempts,"
-            " extract(epoch FROM d.since)::float8"
-            f" FROM {s}.deliveries AS d JOIN {s}.events AS e ON e.id = d.event_id"
-            " WHERE d.destination = %(destination)s AND d.state = 'pending'"
-            " AND d.next_attempt_at <= now()"
-            " AND (d.claimed_until IS NULL OR d.claimed_until <= now())"
-            " ORDER BY d.event_id LIMIT %(limit)s FOR UPDATE OF d SKIP LOCKED"
+            "WITH due AS (SELECT event_id, attempts, since"
+            f" FROM {s}.deliveries WHERE destination = %(destination)s AND state = 'pending'"
+            " AND next_attempt_at <= now() AND (claimed_until IS NULL OR claimed_until <= now())"
+            " ORDER BY event_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
+            " SELECT due.event_id, e.message_id, e.payload, e.size, due.attempts,"
+            " extract(epoch FROM due.since)::float8"
+            f" FROM due JOIN {s}.events AS e ON e.id = due.event_id ORDER BY due.event_id"
         )
         held = (
             " WHERE destination = %(destination)s AND claim_token = %(token)s"
