@@ -512,8 +512,9 @@ def set_version(url: str, schema: str, version: int) -> None:
     [(SCHEMA_VERSION + 1, "upgrade event-router"), (SCHEMA_VERSION - 1, "outbox migrate")],
 )
 def test_a_schema_of_another_version_is_refused(
-    postgres_url: str, pg_schema: str, pg_outbox: PostgresOutbox, version: int, advice: str
+    postgres_url: str, pg_schema: str, tmp_path: Path, version: int, advice: str
 ) -> None:
+    PostgresOutbox(postgres_url, schema=pg_schema).close()
     set_version(postgres_url, pg_schema, version)
     with pytest.raises(SchemaVersionError) as raised:
         PostgresOutbox(postgres_url, schema=pg_schema)
@@ -525,6 +526,10 @@ def test_a_schema_of_another_version_is_refused(
     assert advice in message
     with pytest.raises(RouterError, match="has version"):
         Router({}, queue={"url": postgres_url, "schema": pg_schema})
+    config = write_config(tmp_path, postgres_url, pg_schema)
+    status = CliRunner().invoke(CLI, ["outbox", "status", "-c", str(config)])
+    assert status.exit_code == 2
+    assert "event-router outbox migrate" in status.output
 
 
 def test_a_missing_schema_is_created_unless_told_not_to(postgres_url: str, pg_schema: str) -> None:
