@@ -692,8 +692,9 @@ def test_status_shows_dead_tuples(
     for table in ("events", "deliveries"):  # nothing may clean up before we look
         sql(postgres_url, f'ALTER TABLE "{pg_schema}".{table} SET (autovacuum_enabled = false)')
     put(pg_outbox, 200)
-    rows = claim(pg_outbox, "t", batch_size=200)
-    pg_outbox.ack("a", "t", [r.event_id for r in rows])
+    token = f"{os.getpid()}-{uuid.uuid4().hex}"  # as long as a worker's
+    rows = claim(pg_outbox, token, batch_size=200)
+    pg_outbox.ack("a", token, [r.event_id for r in rows])
     pg_outbox.close()  # its connections report their statistics as they end
     store = PostgresOutbox(postgres_url, schema=pg_schema)
     try:
@@ -704,6 +705,16 @@ def test_status_shows_dead_tuples(
     finally:
         store.close()
     assert stats.dead_tuples["events"] >= 200
+    # The claim changes no indexed column, so its updates can be HOT (no index entry
+    # written) wherever the page has room: most do (none would, were claim_token indexed).
+    ((updated, hot),) = sql(
+        postgres_url,
+        "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables"
+        " WHERE schemaname = %s AND relname = 'deliveries'",
+        (pg_schema,),
+    )
+    assert updated == 200
+    assert hot > updated // 2
     config = write_config(tmp_path, postgres_url, pg_schema)
     as_json = cli("status", "-c", str(config), "--json")
     assert as_json.exit_code == 0, as_json.output

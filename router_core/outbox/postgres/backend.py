@@ -20,10 +20,11 @@ partial index ``deliveries_due`` walks them in order, dead rows left out), then 
 that writes a token and ``claimed_until = now() + lease``. Every later change (ack, retry,
 dead, extend, release) names the token, so a worker whose lease ran out and whose rows another
 worker now holds changes nothing. ``claim_token`` is deliberately not indexed: claiming,
-extending and retrying then change no indexed column and are HOT updates (no index entry
-written; ``fillfactor = 70`` keeps room on the page). This process remembers which rows it
-holds under each token, so ``extend`` and ``release`` find them by primary key, and a
-``release`` after a fully acknowledged batch costs no round trip at all.
+extending and retrying then change no indexed column and can be HOT updates (no index entry
+written) wherever the page has room (``fillfactor = 50`` keeps half of each page for them).
+This process remembers which rows it holds under each token, so ``extend`` and ``release``
+find them by primary key, and a ``release`` after a fully acknowledged batch costs no round
+trip at all.
 
 **Removing** an event safely when two destinations acknowledge their last rows at the same
 time: each acknowledgment first locks the events' rows (``FOR UPDATE``, in id order, so no

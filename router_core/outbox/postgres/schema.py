@@ -42,7 +42,9 @@ connections rarely share one, few enough that summing them stays trivial."""
 
 # Tables that churn (rows inserted, then deleted within seconds): vacuum after 1% of them is
 # dead rather than PostgreSQL's default 20%, so a large table does not bloat before its first
-# vacuum. deliveries keeps room on each page so that claims are HOT updates (no index written).
+# vacuum. deliveries keeps half of each page free: a claim updates a whole batch of rows at
+# once, and the new row versions (now with a token) are HOT updates, written with no index
+# entry, only where they fit on the page beside the old ones. The rows live seconds.
 _CHURN = "autovacuum_vacuum_scale_factor = 0.01, autovacuum_vacuum_threshold = 1000"
 
 _VERSION_1 = [
@@ -67,7 +69,7 @@ _VERSION_1 = [
         last_status integer,
         updated_at timestamptz NOT NULL DEFAULT now(),
         PRIMARY KEY (destination, event_id)
-    ) WITH (fillfactor = 70, {churn})""",
+    ) WITH (fillfactor = 50, {churn})""",
     # The claim walks one destination's pending rows in event order; dead rows are not in it.
     "CREATE INDEX deliveries_due ON {s}.deliveries (destination, event_id) WHERE state = 'pending'",
     """CREATE TABLE {s}.admitted (
