@@ -173,8 +173,8 @@ class RouterConfig:
         queue = data.get("queue")
         if queue is not None and not isinstance(queue, Mapping):
             problems.append("queue: must be a table")
-        elif queue is not None:
-            try:
+        elif queue is not None and not _mentions_variables(queue):
+            try:  # a table with ${VAR} is checked once expanded, by queue_settings()
                 QueueSettings.coerce(queue)
             except ConfigError as exc:
                 problems.extend(exc.problems)
@@ -186,6 +186,26 @@ class RouterConfig:
             queue=queue,
             source=source,
         )
+
+    def queue_settings(
+        self,
+        env: Mapping[str, str] | None = None,
+        override: QueueSettings | Mapping[str, Any] | None = None,
+    ) -> QueueSettings | None:
+        """The ``[queue]`` settings (``override`` replaces the file's table), with ``${VAR}``
+        expanded from ``env`` (default ``os.environ``); ``None`` means direct delivery.
+
+        Raises ``ConfigError`` naming each bad key and each unset variable.
+        """
+        table = override if override is not None else self.queue
+        if table is None or isinstance(table, QueueSettings):
+            return QueueSettings.coerce(table)
+        missing: list[str] = []
+        environ = os.environ if env is None else env
+        expanded = interpolate(dict(table), environ, "queue", missing)
+        if missing:
+            raise ConfigError(missing, source=self.source)
+        return QueueSettings.coerce(expanded)
 
     def resolve(
         self, registry: PluginRegistry, env: Mapping[str, str] | None = None
@@ -255,6 +275,16 @@ def _resolve_one(
     for secret in secrets_in(settings):
         register_secret(secret)
     return DestinationConfig(name=name, routing=routing, settings=settings)
+
+
+def _mentions_variables(value: Any) -> bool:
+    if isinstance(value, str):
+        return "${" in value
+    if isinstance(value, Mapping):
+        return any(_mentions_variables(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_mentions_variables(v) for v in value)
+    return False
 
 
 def _shape_problems(data: Mapping[Any, Any]) -> list[str]:

@@ -78,7 +78,7 @@ class Router:
         self._targets: list[Target] = []
         self._queue: QueuedDelivery | None = None
         self._exit_hook: functools.partial[None] | None = None
-        queue_settings = QueueSettings.coerce(queue if queue is not None else config.queue)
+        queue_settings = config.queue_settings(env, queue)
         if queue_settings is not None:
             self._queue = QueuedDelivery(
                 queue_settings,

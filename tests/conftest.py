@@ -1,4 +1,4 @@
-"""Shared fixtures: a recording HTTP server on loopback for end-to-end tests."""
+"""Shared fixtures: a recording HTTP server on loopback, and PostgreSQL (tests/postgres.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from router_core.logs import logging_restored
+from tests.postgres import *  # noqa: F403 - the PostgreSQL server and schema fixtures
 
 
 @dataclass

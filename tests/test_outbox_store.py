@@ -1,4 +1,4 @@
-"""The outbox backends (SQLite and in-memory) behave the same; SQLite's own guarantees."""
+"""The outbox backends (SQLite, in-memory, PostgreSQL) behave the same; SQLite's own guarantees."""
 
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ LIMITS = BatchLimits(max_events=100, max_request_bytes=500_000, max_event_bytes=
 NOW = 1_700_000_000.0
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["sqlite", "memory", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outbox]:
+    if request.param == "postgres":  # a real server (tests/postgres.py), or a skip saying how
+        yield request.getfixturevalue("clocked_postgres_outbox")
+        return
     outbox: Outbox = (
         SQLiteOutbox(tmp_path / "outbox.db") if request.param == "sqlite" else MemoryOutbox()
     )

@@ -1,4 +1,5 @@
-"""``event-router outbox``: look at the queued-delivery outbox, replay dead letters, purge."""
+"""``event-router outbox``: look at the queued-delivery outbox, replay dead letters, purge,
+and create or upgrade a PostgreSQL outbox's schema (``migrate``)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from router_core.cli.errors import EXIT_FAILED, EXIT_OK, BadInput
 from router_core.cli.options import DEFAULT_CONFIG, json_option, plugin_registry
 from router_core.cli.output import console, print_json
 from router_core.config import RouterConfig
-from router_core.outbox import STATES, OutboxStats, QueueSettings, SQLiteOutbox
+from router_core.dburl import mask_url
+from router_core.outbox import STATES, Outbox, OutboxStats, QueueSettings, SQLiteOutbox
 from router_core.outbox.filecheck import check_location
 from router_core.router import Router
 
@@ -37,28 +39,44 @@ config_option = click.option(
 
 @click.group()
 def outbox() -> None:
-    """Inspect the outbox of queued delivery: status, replay dead letters, purge."""
+    """Inspect the outbox of queued delivery: status, replay dead letters, purge, migrate."""
 
 
 def _settings(config_path: str) -> tuple[RouterConfig, QueueSettings]:
     config = RouterConfig.load(config_path)
-    settings = QueueSettings.coerce(config.queue)
+    settings = config.queue_settings()
     if settings is None:
         raise BadInput(
             f"{config_path} has no [queue] table (or it has enabled = false): "
             "events are delivered directly and there is no outbox"
         )
-    if settings.backend != "sqlite":
+    if settings.backend == "memory":
         raise BadInput(
-            f'{config_path}: [queue] backend = "{settings.backend}" keeps the outbox in the '
-            "sending process's memory; only a sqlite outbox can be inspected from outside"
+            f'{config_path}: [queue] backend = "memory" keeps the outbox in the sending '
+            "process's memory; only a sqlite or postgresql outbox can be inspected from outside"
         )
     return config, settings
 
 
-def _existing(settings: QueueSettings) -> SQLiteOutbox | None:
-    """The outbox, opened; ``None`` when there is none yet. A path that can never hold one,
-    or a file that is not one, is an ``OutboxUnavailableError`` (exit 2) saying why."""
+def _location(settings: QueueSettings) -> str:
+    if settings.backend == "postgres" and settings.url is not None:
+        return f"{mask_url(settings.url.get_secret_value())} (schema {settings.schema_name})"
+    return str(Path(settings.path).absolute())
+
+
+def _existing(settings: QueueSettings) -> Outbox | None:
+    """The outbox, opened; ``None`` when nothing has created it yet (it is not created here).
+    A path that can never hold one, or a file that is not one, is an
+    ``OutboxUnavailableError`` (exit 2) saying why."""
+    if settings.backend == "postgres" and settings.url is not None:
+        from router_core.outbox.postgres import PostgresOutbox, SchemaMissingError  # noqa: PLC0415
+
+        try:
+            return PostgresOutbox(
+                settings.url.get_secret_value(), schema=settings.schema_name, create=False
+            )
+        except SchemaMissingError:
+            return None
     path = Path(settings.path).expanduser().absolute()
     check_location(path)
     if not path.exists():
@@ -80,7 +98,7 @@ def status(config_path: str, as_json: bool) -> int:
             stats = store.stats(time.time())
         finally:
             store.close()
-    location = str(Path(settings.path).absolute())
+    location = _location(settings)
     if as_json:
         print_json(_stats_json(location, store is not None, stats))
         return EXIT_OK
@@ -93,6 +111,9 @@ def status(config_path: str, as_json: bool) -> int:
     if stats.oldest_pending is not None:
         summary += f"; oldest undelivered accepted {_age(stats.oldest_pending)} ago"
     out.print(summary)
+    if stats.dead_tuples:
+        listed = ", ".join(f"{table} {count:,}" for table, count in stats.dead_tuples.items())
+        out.print(f"dead tuples (row versions VACUUM has yet to reclaim): {listed}")
     dead = stats.total("dead")
     if dead:
         out.print(
@@ -120,7 +141,7 @@ def replay(config_path: str, destination: str | None, timeout: float, as_json: b
     config, settings = _settings(config_path)
     existing = _existing(settings)
     if existing is None:
-        raise BadInput(f"no outbox at {Path(settings.path).absolute()}: nothing to replay")
+        raise BadInput(f"no outbox at {_location(settings)}: nothing to replay")
     existing.close()  # the router opens its own
     router = Router.from_config(config, plugins=plugin_registry(), queue=settings)
     try:
@@ -191,7 +212,7 @@ def purge(
         if as_json:
             print_json({"purged": 0})
         else:
-            console().print(f"no outbox at {Path(settings.path).absolute()}: nothing to purge")
+            console().print(f"no outbox at {_location(settings)}: nothing to purge")
         return EXIT_OK
     try:
         what = "dead letters" if dead_only else "ALL rows, undelivered events included,"
@@ -206,6 +227,35 @@ def purge(
         print_json({"purged": removed})
     else:
         console().print(f"deleted {removed:,} row(s)")
+    return EXIT_OK
+
+
+@outbox.command()
+@config_option
+@json_option
+def migrate(config_path: str, as_json: bool) -> int:
+    """Create the PostgreSQL outbox's schema, or upgrade it to this version (idempotent)."""
+    _, settings = _settings(config_path)
+    if settings.backend != "postgres" or settings.url is None:
+        raise BadInput(
+            f"{config_path}: [queue] is a {settings.backend} outbox; migrate is for a "
+            'PostgreSQL one (url = "postgresql://..."). A SQLite file is created and checked '
+            "when it is opened"
+        )
+    from router_core.outbox.postgres import migrate_schema  # noqa: PLC0415
+
+    location, result = migrate_schema(settings.url.get_secret_value(), settings.schema_name)
+    if as_json:
+        print_json({"outbox": location, **result.to_dict()})
+    elif result.previous is None:
+        console().print(f"created the outbox (schema version {result.version}) at {location}")
+    elif result.changed:
+        console().print(
+            f"upgraded the outbox at {location} from schema version {result.previous} "
+            f"to {result.version}"
+        )
+    else:
+        console().print(f"the outbox at {location} is up to date (schema version {result.version})")
     return EXIT_OK
 
 
@@ -227,6 +277,7 @@ def _stats_json(location: str, exists: bool, stats: OutboxStats) -> dict[str, An
         "events": stats.events,
         "bytes": stats.bytes,
         "oldest_pending": stats.oldest_pending,
+        "dead_tuples": dict(stats.dead_tuples),
     }
 
 

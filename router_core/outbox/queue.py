@@ -74,9 +74,16 @@ class FlushResult:
 
 
 def open_outbox(settings: QueueSettings) -> Outbox:
-    """The outbox ``settings`` describe (the SQLite file is created when missing)."""
+    """The outbox ``settings`` describe (the SQLite file, or the PostgreSQL schema, is created
+    when missing)."""
     if settings.backend == "memory":
         return MemoryOutbox()
+    if settings.backend == "postgres":
+        assert settings.url is not None  # QueueSettings requires it for this backend
+        # Imported here: psycopg is an optional extra (the import says how to install it).
+        from router_core.outbox.postgres import PostgresOutbox  # noqa: PLC0415
+
+        return PostgresOutbox(settings.url.get_secret_value(), schema=settings.schema_name)
     return SQLiteOutbox(settings.path, synchronous=settings.synchronous)
 
 

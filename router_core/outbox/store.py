@@ -85,12 +85,16 @@ class OutboxStats:
     ``counts[destination][state]`` for the states in ``STATES``; ``events`` and ``bytes`` are
     the stored events (each counted once, however many destinations it goes to);
     ``oldest_pending`` is the accept time (Unix seconds) of the oldest undelivered row.
+    ``dead_tuples`` (PostgreSQL; empty elsewhere) counts, per outbox table, the deleted and
+    updated row versions VACUUM has not reclaimed yet: a number that keeps growing means
+    bloat is coming (a long-open transaction somewhere, or autovacuum falling behind).
     """
 
     counts: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     events: int = 0
     bytes: int = 0
     oldest_pending: float | None = None
+    dead_tuples: Mapping[str, int] = field(default_factory=dict)
 
     def total(self, state: str) -> int:
         return sum(c.get(state, 0) for c in self.counts.values())

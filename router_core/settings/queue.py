@@ -2,23 +2,44 @@
 
 from __future__ import annotations
 
+import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
+from router_core.dburl import BACKEND_OF_SCHEME, DatabaseUrl, backend_of, sqlite_path
 from router_core.errors import ConfigError
 from router_core.settings.destination import RetrySettings
 from router_core.settings.problems import validation_problems
 
-__all__ = ["DEFAULT_OUTBOX_PATH", "QueueRetrySettings", "QueueSettings", "path_problem"]
+__all__ = [
+    "DEFAULT_OUTBOX_PATH",
+    "DEFAULT_SCHEMA",
+    "SCHEMA_NAME",
+    "QueueRetrySettings",
+    "QueueSettings",
+    "path_problem",
+]
 
 DEFAULT_OUTBOX_PATH = Path(".event-router/outbox.db")
 
 # Used when max_bytes is not set: the disk holds a large backlog, memory a small one.
-_DEFAULT_MAX_BYTES = {"sqlite": 1024**3, "memory": 64 * 1024**2}
+_DEFAULT_MAX_BYTES = {"sqlite": 1024**3, "postgres": 1024**3, "memory": 64 * 1024**2}
+
+DEFAULT_SCHEMA = "event_router"
+# Lowercase, so the name means the same quoted or not (psql, migrations, GRANTs).
+SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 class QueueRetrySettings(RetrySettings):
@@ -41,13 +62,17 @@ class QueueSettings(BaseModel):
     """Queued mode: ``send()`` records the event in an outbox and a worker delivers it.
 
     See docs/delivery.md for every key. ``path`` is relative to the working directory.
+    ``url`` (``sqlite:///PATH`` or ``postgresql://...``) selects the backend by its scheme;
+    ``schema`` is the PostgreSQL schema that holds the outbox's tables.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
-    backend: Literal["sqlite", "memory"] = "sqlite"
+    backend: Literal["sqlite", "memory", "postgres"] = "sqlite"
     path: Path = DEFAULT_OUTBOX_PATH
+    url: DatabaseUrl | None = None
+    schema_name: str = Field(default=DEFAULT_SCHEMA, alias="schema")
     synchronous: Literal["normal", "full"] = "normal"
     batch_size: int = Field(default=500, ge=1, le=100_000)
     flush_interval: float = Field(default=0.5, gt=0, le=3600)
@@ -68,6 +93,60 @@ class QueueSettings(BaseModel):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, url: DatabaseUrl | None) -> DatabaseUrl | None:
+        if url is not None and backend_of(url.get_secret_value()) is None:
+            schemes = ", ".join(f"{s}://" for s in BACKEND_OF_SCHEME)
+            raise ValueError(f"must be a database URL starting with one of {schemes}")
+        return url
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema_identifier(cls, name: str) -> str:
+        if not SCHEMA_NAME.fullmatch(name):
+            raise ValueError(
+                "must be a lowercase SQL name: letters a-z, digits and _, not starting with a "
+                "digit, at most 63 characters"
+            )
+        return name
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_from_url(cls, data: Any) -> Any:
+        """``url``'s scheme decides ``backend`` (and, for ``sqlite:///``, ``path``)."""
+        if not isinstance(data, Mapping):
+            return data
+        url = data.get("url")
+        if isinstance(url, SecretStr):
+            url = url.get_secret_value()
+        if not isinstance(url, str):
+            return data
+        backend = backend_of(url)
+        if backend is None:
+            return data  # the field validator names the scheme
+        given = data.get("backend")
+        if given is not None and given != backend:
+            raise ValueError(
+                f'backend = "{given}" contradicts url, whose scheme selects "{backend}"; '
+                "keep one of them"
+            )
+        derived = {**data, "backend": backend}
+        if backend == "sqlite":
+            path = sqlite_path(url)
+            if data.get("path") is not None and Path(data["path"]) != Path(path):
+                raise ValueError("path and url name different SQLite files; keep one of them")
+            derived["path"] = path
+        elif data.get("path") is not None:
+            raise ValueError("path is the SQLite file; a postgresql:// url needs none")
+        return derived
+
+    @model_validator(mode="after")
+    def _url_for_postgres(self) -> QueueSettings:
+        if self.backend == "postgres" and self.url is None:
+            raise ValueError('backend = "postgres" needs url = "postgresql://..."')
+        return self
 
     @classmethod
     def coerce(cls, value: QueueSettings | Mapping[str, Any] | None) -> QueueSettings | None:
