@@ -30,7 +30,7 @@ from router_core.errors import DeliveryError
 from router_core.events import Event
 from router_core.plugins import LoadedPlugin
 from router_core.results import Delivery, DeliveryResult
-from router_core.retry import backoff_delay
+from router_core.retry import backoff_delay, retry_after_seconds
 from router_core.secrets import redact
 from router_core.settings import RetrySettings
 
@@ -232,10 +232,12 @@ async def _attempts(
                 output=outcome.output,
             )
         duration_ms = (time.perf_counter() - attempt_started) * 1000
+        # Whatever a plugin put there (NaN, a string, 10**400): finite seconds >= 0, or None.
+        retry_after = retry_after_seconds(failed.retry_after)
         delay = 0.0
         will_retry = False
         if policy is not None and failed.retryable and attempt < policy.max_attempts:
-            delay = backoff_delay(policy, attempt, failed.retry_after)
+            delay = backoff_delay(policy, attempt, retry_after)
             will_retry = time.monotonic() - started + delay <= policy.max_elapsed
         if will_retry:
             status, extra = "retrying", {"delay_s": round(delay, 3)}
@@ -261,7 +263,7 @@ async def _attempts(
                 status_code=failed.status_code,
                 error=failed.error,
                 retryable=failed.retryable,
-                retry_after=failed.retry_after,
+                retry_after=retry_after,
                 output=dict(failed.output) if failed.output else {},
                 exception=failed.exception,
             )
