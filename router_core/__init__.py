@@ -36,11 +36,14 @@ from router_core.outbox import (
     QueueSettings,
 )
 from router_core.plugins import PluginInfo, PluginRegistry
+from router_core.response_cap import MAX_BODY_EXTENSION, RESPONSE_BODY_LIMIT, body_truncated
 from router_core.results import BatchLimits, Delivery, DeliveryResult, SendReport
 from router_core.router import Router
 from router_core.settings import DestinationSettings, RetrySettings
 
 __all__ = [
+    "MAX_BODY_EXTENSION",
+    "RESPONSE_BODY_LIMIT",
     "AliasEvent",
     "BatchLimits",
     "ConfigError",
@@ -72,6 +75,7 @@ __all__ = [
     "ScreenEvent",
     "SendReport",
     "TrackEvent",
+    "body_truncated",
     "configure_logging",
     "hookimpl",
     "raise_for_status",

@@ -25,6 +25,7 @@ from router_core.http import USER_AGENT
 from router_core.logs import configure_logging, ensure_configured
 from router_core.outbox import FlushResult, Outbox, QueuedDelivery, QueueSettings
 from router_core.plugins import LoadedPlugin, PluginRegistry, default_registry
+from router_core.response_cap import cap_response_body
 from router_core.results import DeliveryResult, SendReport
 from router_core.runtime import LoopThread
 
@@ -32,6 +33,9 @@ __all__ = ["Router"]
 
 _POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=32)
 _EXECUTOR_SHUTDOWN_S = 5.0  # a blocking plugin call stuck in a thread must not hang close()
+# Only what cap_response_body can inflate within its cap (httpx would add br and zstd when
+# their libraries are installed).
+_ACCEPT_ENCODING = "gzip, deflate"
 
 
 class Router:
@@ -228,7 +232,10 @@ class Router:
         if self._client is None or self._pid != os.getpid():
             self._pid = os.getpid()
             self._client = httpx.AsyncClient(
-                limits=_POOL_LIMITS, headers={"User-Agent": USER_AGENT}
+                limits=_POOL_LIMITS,
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": _ACCEPT_ENCODING},
+                # A hostile answer cannot make the client buffer more than a bounded body.
+                event_hooks={"response": [cap_response_body]},
             )
             log = structlog.get_logger("router_core")
             self._targets = [
