@@ -466,20 +466,26 @@ class SteppedClock:
 
 
 class FlakyOnce:
-    """Fails the first attempt (Retry-After: 0.2 s) and steps the wall clock back an hour."""
+    """Fails the first attempt, asking for a retry in a second."""
 
-    def __init__(self, clock: SteppedClock | None) -> None:
-        self.clock = clock
+    def __init__(self) -> None:
         self.calls = 0
 
     @hookimpl
     async def send_event(self, destination: Destination[Any], event: Event) -> Delivery:
         self.calls += 1
         if self.calls == 1:
-            if self.clock is not None:
-                self.clock.offset = -3600.0
-            raise DeliveryError("HTTP 503", status_code=503, retryable=True, retry_after=0.2)
+            raise DeliveryError("HTTP 503", status_code=503, retryable=True, retry_after=1.0)
         return Delivery(200)
+
+
+def wait_for_the_retry(router: Router) -> None:
+    """Until the outbox holds the failed attempt (the retry is scheduled)."""
+    assert router.outbox is not None
+    deadline = time.monotonic() + WAIT
+    while router.outbox.stats(time.time()).total("retrying") == 0:
+        assert time.monotonic() < deadline, "the first attempt never failed"
+        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "memory"])
@@ -488,33 +494,32 @@ def test_the_wall_clock_stepping_back_during_a_backoff_does_not_stall_delivery(
 ) -> None:
     clock = SteppedClock()
     monkeypatch.setattr(worker, "system_clock", worker.Clock(wall=clock.wall))
-    plugin = FlakyOnce(clock)
+    plugin = FlakyOnce()
     registry = PluginRegistry(entry_points=False)
     registry.register(plugin, "flaky")
     queue = {"backend": backend, "path": str(tmp_path / "outbox.db"), "flush_interval": 0.02}
     with Router({"f": {"plugin": "flaky"}}, plugins=registry, queue=queue) as router:
         router.send(Event.track("Probe", user_id="u1"))
-        # Without the fix the retry is due an hour from the stepped clock's point of view.
+        wait_for_the_retry(router)
+        clock.offset = -3600.0  # during the backoff, the wall clock goes back an hour
+        # Stalled, the retry would be due in an hour.
         result = router.flush(timeout=WAIT)
     assert result.complete, result
     assert plugin.calls == 2
-    assert clock.offset == -3600.0
 
 
 def test_a_backoff_scheduled_before_the_clock_stepped_back_survives_a_restart(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = str(tmp_path / "outbox.db")
-    plugin = FlakyOnce(None)
+    plugin = FlakyOnce()
     registry = PluginRegistry(entry_points=False)
     registry.register(plugin, "flaky")
     queue = {"path": path, "flush_interval": 0.02}
     with Router({"f": {"plugin": "flaky"}}, plugins=registry, queue=queue) as router:
         router.send(Event.track("Probe", user_id="u1"))
-        deadline = time.monotonic() + WAIT
-        while plugin.calls == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        router.close(timeout=0)  # the retry is scheduled 0.2 s ahead, in the outbox
+        wait_for_the_retry(router)
+        router.close(timeout=0)
     # The next process starts after the wall clock went back an hour.
     clock = SteppedClock()
     clock.offset = -3600.0
