@@ -135,7 +135,9 @@ def test_backoff_never_overflows(attempt: int, base: float) -> None:
         (10**400, 60.0, 100.0),
     ],
 )
-def test_retry_after_is_a_capped_minimum(retry_after: float, at_least: float, at_most: float) -> None:
+def test_retry_after_is_a_capped_minimum(
+    retry_after: float, at_least: float, at_most: float
+) -> None:
     policy = RetrySettings(backoff_base=100.0, backoff_max=100.0, retry_after_max=60.0)
     rng = random.Random(0)
     delays = [backoff_delay(policy, 5, retry_after, rng=rng) for _ in range(200)]
