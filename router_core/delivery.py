@@ -17,7 +17,6 @@ import asyncio
 import contextvars
 import functools
 import inspect
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -117,37 +116,14 @@ class _Failure:
 
 
 async def _in_thread(fn: Callable[..., T], /, **kwargs: Any) -> T:
-    """``asyncio.to_thread``, and a thread of its own when the executor takes no more work.
+    """Run a blocking ``fn`` on the loop's default executor, in this task's context.
 
-    At interpreter exit ``concurrent.futures`` refuses new work; the flush run at exit must
-    still reach blocking plugins.
+    On the router's loop that is a ``DaemonExecutor``: a plugin that never returns holds a
+    daemon thread, never the interpreter's exit, and it still takes work while ``atexit``
+    handlers run (the flush at exit must reach blocking plugins).
     """
-    loop = asyncio.get_running_loop()
     call = functools.partial(contextvars.copy_context().run, fn, **kwargs)
-    try:
-        pending = loop.run_in_executor(None, call)
-    except RuntimeError:
-        done: asyncio.Future[T] = loop.create_future()
-
-        def settle(result: T | None, exc: BaseException | None) -> None:
-            if done.cancelled():
-                return
-            if exc is not None:
-                done.set_exception(exc)
-            else:
-                done.set_result(result)  # type: ignore[arg-type]
-
-        def run() -> None:
-            try:
-                result = call()
-            except BaseException as exc:
-                loop.call_soon_threadsafe(settle, None, exc)
-            else:
-                loop.call_soon_threadsafe(settle, result, None)
-
-        threading.Thread(target=run, name="event-router-plugin", daemon=True).start()
-        return await done
-    return await pending
+    return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 async def _call_hook(caller: Callable[..., list[Any]], is_async: bool, **kwargs: Any) -> Any:

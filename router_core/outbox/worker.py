@@ -155,6 +155,10 @@ class DestinationWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if not self._loop.is_running():
+                    # The loop is gone and this task is being finalised (a close() that found
+                    # the loop stuck in a plugin): going round again would spin forever.
+                    return
                 # The outbox itself failed (disk full, file locked too long): keep going.
                 self._log.error("outbox_worker_error", error=f"{type(exc).__name__}: {exc}")
                 self._paused_until = self.clock.monotonic() + _ERROR_PAUSE_S
