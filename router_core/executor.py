@@ -79,13 +79,26 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
             work = self._pool_work.get()
             if work is None:
                 break
+            future, fn, args, kwargs = work
+            del work
+            if not future.set_running_or_notify_cancel():
+                self._pool_idle.release()
+                continue
             with self._pool_lock:
                 self._pool_threads[me] = True
-            _run(*work)
-            del work  # drop the result before waiting for the next call
+            try:
+                result, error = fn(*args, **kwargs), None
+            except BaseException as exc:  # whatever a plugin raises goes to whoever waits
+                result, error = None, exc
             with self._pool_lock:
                 self._pool_threads[me] = False
+            # Idle again before the caller hears back: its next call finds this thread.
             self._pool_idle.release()
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(result)
+            del future, fn, args, kwargs, result, error  # nothing kept alive while idle
         with self._pool_lock:
             self._pool_threads.pop(me, None)
 
@@ -113,19 +126,3 @@ class DaemonExecutor(concurrent.futures.ThreadPoolExecutor):
             deadline = time.monotonic() + _JOIN_S
             for thread in idle:
                 thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _run(
-    future: concurrent.futures.Future[Any],
-    fn: Callable[..., Any],
-    args: tuple[Any, ...],
-    kwargs: dict[str, Any],
-) -> None:
-    if not future.set_running_or_notify_cancel():
-        return
-    try:
-        result = fn(*args, **kwargs)
-    except BaseException as exc:  # whatever a plugin raises goes to whoever waits
-        future.set_exception(exc)
-    else:
-        future.set_result(result)

@@ -17,6 +17,7 @@ import pytest
 
 from router_core import (
     Delivery,
+    DeliveryError,
     Destination,
     Event,
     PluginRegistry,
@@ -217,3 +218,44 @@ def test_close_returns_while_a_plugin_blocks(
             assert outbox.pending(["stuck"]) == {"stuck": 1}  # nothing accepted is lost
         finally:
             outbox.close()
+
+
+class Sync:
+    """A plain ``def`` plugin noting the thread each call ran on."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+
+    @hookimpl
+    def send_event(self, destination: Destination[Any], event: Event) -> Delivery:
+        self.threads.append(threading.current_thread())
+        return Delivery(200)
+
+
+def test_blocking_plugins_run_on_daemon_threads_that_close_ends() -> None:
+    plugin = Sync()
+    registry = PluginRegistry(entry_points=False)
+    registry.register(plugin, "sync")
+    with Router({"sync": {"plugin": "sync"}}, plugins=registry) as router:
+        for n in range(20):
+            assert router.send(Event.track("E", user_id=f"u{n}")).ok
+    assert len(plugin.threads) == 20
+    assert all(thread.daemon for thread in plugin.threads)  # nothing for exit to join
+    assert len(set(plugin.threads)) == 1  # one after another: the idle thread is reused
+    assert not plugin.threads[0].is_alive()  # close() let it go
+
+
+def test_a_plugin_exception_reaches_the_result_from_the_thread() -> None:
+    class Raising:
+        @hookimpl
+        def send_event(self, destination: Destination[Any], event: Event) -> Delivery:
+            raise DeliveryError("HTTP 503", status_code=503, retryable=True)
+
+    registry = PluginRegistry(entry_points=False)
+    registry.register(Raising(), "raising")
+    table = {"plugin": "raising", "retry": {"max_attempts": 2, "backoff_max": 0.01}}
+    with Router({"r": table}, plugins=registry) as router:
+        result = router.send(Event.track("E", user_id="u1")).results["r"]
+    assert not result.success
+    assert result.attempts == 2
+    assert result.status_code == 503
