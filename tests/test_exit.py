@@ -184,6 +184,7 @@ def test_close_returns_while_a_plugin_blocks(
     registry.register(plugin, "stuck")
     queue = {"path": str(tmp_path / "outbox.db"), "flush_interval": 0.01} if queued else None
     table = {"plugin": "stuck", "timeout": 30, "retry": {"max_attempts": 1}}
+    before = set(threading.enumerate())
     router = Router({"stuck": table}, plugins=registry, queue=queue)
     raised: list[BaseException] = []
 
@@ -197,6 +198,7 @@ def test_close_returns_while_a_plugin_blocks(
     try:
         sender.start()
         assert plugin.entered.wait(WAIT)
+        loops = [t for t in threading.enumerate() if t.name == "event-router" and t not in before]
         closer = threading.Thread(target=router.close, kwargs={"timeout": 0.5}, daemon=True)
         closer.start()
         closer.join(WAIT)  # the plugin holds on for 60 s: only a bounded close() returns
@@ -205,6 +207,11 @@ def test_close_returns_while_a_plugin_blocks(
         plugin.release.set()
     sender.join(WAIT)
     assert not sender.is_alive()
+    # Once the plugin returns, a loop that close() had to leave behind winds down by itself.
+    for loop in loops:
+        loop.join(WAIT)
+    assert len(loops) == 1
+    assert not loops[0].is_alive()
     if queued or blocking_loop:
         # Accepted by the outbox; or the loop was stuck in the call until it returned.
         assert raised == []

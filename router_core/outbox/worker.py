@@ -205,14 +205,22 @@ class DestinationWorker:
         if not rows:
             return
         self._token, self._lease_until = token, claimed_at + self._lease
+        # Rows not settled (a transient failure stopped the round, or cancellation) go back at
+        # once rather than when the lease runs out.
         try:
             await self._deliver(rows)
-        finally:
+        except BaseException:
             self._token = None
-            # Rows not settled (a transient failure stopped the round, or cancellation) go
-            # back at once rather than when the lease runs out.
-            self._outbox.release(self.name, token)
+            # What stopped the round (a cancellation above all) must not be replaced by an
+            # error handing the rows back (the outbox closed under a stuck worker, say): the
+            # lease frees them then.
+            with contextlib.suppress(Exception):
+                self._outbox.release(self.name, token)
             self._on_progress()
+            raise
+        self._token = None
+        self._outbox.release(self.name, token)
+        self._on_progress()
 
     def _full(self, rows: Sequence[ClaimedRow]) -> bool:
         if len(rows) >= self._batch_size:
