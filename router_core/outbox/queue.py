@@ -37,7 +37,11 @@ from router_core.runtime import LoopThread
 
 __all__ = ["FlushResult", "QueuedDelivery", "open_outbox"]
 
-log = structlog.get_logger("router_core.outbox")
+# Not cached: a module-level logger bound on first use would keep the logging configuration
+# of that moment, whatever configure_logging() sets later.
+log = structlog.wrap_logger(
+    None, logger_factory_args=("router_core.outbox",), cache_logger_on_first_use=False
+)
 
 Targets = Callable[[], Sequence[tuple[LoadedPlugin, Destination[Any]]]]
 
