@@ -275,7 +275,7 @@ class Router:
 
         In queued mode it first drains the outbox for up to ``timeout`` seconds
         (``[queue] close_timeout`` by default); what is left stays in a SQLite outbox for the
-        next router that opens it. Closing takes at most about a second past the drain, even
+        next router that opens it. Past the drain, closing takes a few seconds at most, even
         when a plugin blocks forever.
         """
         with self._lock:
