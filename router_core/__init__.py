@@ -40,12 +40,15 @@ from router_core.outbox import (
 )
 from router_core.plugins import PluginInfo, PluginRegistry
 from router_core.redaction import RedactedError
+from router_core.response_cap import MAX_BODY_EXTENSION, RESPONSE_BODY_LIMIT, body_truncated
 from router_core.results import BatchLimits, Delivery, DeliveryResult, SendReport
 from router_core.router import Router
 from router_core.settings import DestinationSettings, RetrySettings
 from router_core.transforms import TransformError, TransformOutcome, TransformPipeline
 
 __all__ = [
+    "MAX_BODY_EXTENSION",
+    "RESPONSE_BODY_LIMIT",
     "AliasEvent",
     "BatchLimits",
     "ConfigError",
@@ -83,6 +86,7 @@ __all__ = [
     "TransformError",
     "TransformOutcome",
     "TransformPipeline",
+    "body_truncated",
     "configure_logging",
     "hookimpl",
     "raise_for_status",

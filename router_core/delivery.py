@@ -17,7 +17,6 @@ import asyncio
 import contextvars
 import functools
 import inspect
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from router_core.events import Event
 from router_core.plugins import LoadedPlugin
 from router_core.redaction import exception_text, redact_exception
 from router_core.results import Delivery, DeliveryResult
-from router_core.retry import backoff_delay
+from router_core.retry import backoff_delay, retry_after_seconds
 from router_core.secrets import redact, redact_value
 from router_core.settings import RetrySettings
 
@@ -120,37 +119,14 @@ class _Failure:
 
 
 async def _in_thread(fn: Callable[..., T], /, **kwargs: Any) -> T:
-    """``asyncio.to_thread``, and a thread of its own when the executor takes no more work.
+    """Run a blocking ``fn`` on the loop's default executor, in this task's context.
 
-    At interpreter exit ``concurrent.futures`` refuses new work; the flush run at exit must
-    still reach blocking plugins.
+    On the router's loop that is a ``DaemonExecutor``: a plugin that never returns holds a
+    daemon thread, never the interpreter's exit, and it still takes work while ``atexit``
+    handlers run (the flush at exit must reach blocking plugins).
     """
-    loop = asyncio.get_running_loop()
     call = functools.partial(contextvars.copy_context().run, fn, **kwargs)
-    try:
-        pending = loop.run_in_executor(None, call)
-    except RuntimeError:
-        done: asyncio.Future[T] = loop.create_future()
-
-        def settle(result: T | None, exc: BaseException | None) -> None:
-            if done.cancelled():
-                return
-            if exc is not None:
-                done.set_exception(exc)
-            else:
-                done.set_result(result)  # type: ignore[arg-type]
-
-        def run() -> None:
-            try:
-                result = call()
-            except BaseException as exc:
-                loop.call_soon_threadsafe(settle, None, exc)
-            else:
-                loop.call_soon_threadsafe(settle, result, None)
-
-        threading.Thread(target=run, name="event-router-plugin", daemon=True).start()
-        return await done
-    return await pending
+    return await asyncio.get_running_loop().run_in_executor(None, call)
 
 
 async def _call_hook(caller: Callable[..., list[Any]], is_async: bool, **kwargs: Any) -> Any:
@@ -240,10 +216,12 @@ async def _attempts(
                 output=outcome.output,
             )
         duration_ms = (time.perf_counter() - attempt_started) * 1000
+        # Whatever a plugin put there (NaN, a string, 10**400): finite seconds >= 0, or None.
+        retry_after = retry_after_seconds(failed.retry_after)
         delay = 0.0
         will_retry = False
         if policy is not None and failed.retryable and attempt < policy.max_attempts:
-            delay = backoff_delay(policy, attempt, failed.retry_after)
+            delay = backoff_delay(policy, attempt, retry_after)
             will_retry = time.monotonic() - started + delay <= policy.max_elapsed
         if will_retry:
             status, extra = "retrying", {"delay_s": round(delay, 3)}
@@ -269,7 +247,7 @@ async def _attempts(
                 status_code=failed.status_code,
                 error=failed.error,
                 retryable=failed.retryable,
-                retry_after=failed.retry_after,
+                retry_after=retry_after,
                 output=dict(failed.output) if failed.output else {},
                 exception=failed.exception,
             )

@@ -21,6 +21,7 @@ class Destination(Generic[S]):
     deliver with.
 
     ``client`` is the router's pooled ``httpx.AsyncClient``; use it from ``async def`` hooks.
+    It reads at most ``RESPONSE_BODY_LIMIT`` of a response body (see ``body_truncated``).
     ``timeout`` is this destination's per-attempt timeout in seconds. ``log`` is a structlog
     logger bound to the destination and plugin names, writing to the stdlib logger
     ``event_router.delivery`` (the application decides what is shown).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import contextlib
 import functools
 import os
@@ -24,6 +25,7 @@ from router_core.http import USER_AGENT
 from router_core.logs import configure_from_settings, get_logger
 from router_core.outbox import FlushResult, Outbox, QueuedDelivery, QueueSettings
 from router_core.plugins import PluginRegistry, default_registry
+from router_core.response_cap import cap_response_body
 from router_core.results import DeliveryResult, SendReport
 from router_core.runtime import LoopThread
 from router_core.targets import Target
@@ -31,7 +33,13 @@ from router_core.targets import Target
 __all__ = ["Router"]
 
 _POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=32)
-_EXECUTOR_SHUTDOWN_S = 5.0  # a blocking plugin call stuck in a thread must not hang close()
+# Only what cap_response_body can inflate within its cap (httpx would add br and zstd when
+# their libraries are installed).
+_ACCEPT_ENCODING = "gzip, deflate"
+# After the drain, close() gives the pool and the loop this long each: a loop stuck in a
+# plugin's blocking call is left on its daemon thread rather than waited for.
+_CLIENT_CLOSE_S = 1.0
+_LOOP_STOP_S = 1.0
 
 
 class Router:
@@ -155,7 +163,10 @@ class Router:
         parsed = self._accept(event)
         if self._queue is not None:
             return self._enqueue(self._queue, parsed)
-        return self._runtime.run(self._fan_out(parsed))
+        try:
+            return self._runtime.run(self._fan_out(parsed))
+        except concurrent.futures.CancelledError:
+            raise _closed_while_sending() from None
 
     async def asend(self, event: Event | Mapping[str, Any]) -> SendReport:
         """``send()`` for asyncio code: awaits the results without blocking the caller's loop."""
@@ -163,7 +174,14 @@ class Router:
         if self._queue is not None:
             # Writing to disk (and waiting for room) happens off the caller's loop.
             return await asyncio.to_thread(self._enqueue, self._queue, parsed)
-        return await asyncio.wrap_future(self._runtime.submit(self._fan_out(parsed)))
+        pending = self._runtime.submit(self._fan_out(parsed))
+        try:
+            return await asyncio.wrap_future(pending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if pending.cancelled() and not (task is not None and task.cancelling()):
+                raise _closed_while_sending() from None
+            raise  # the caller's own task was cancelled
 
     def _route(self, event: Event) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Names of the destinations ``event`` goes to, and of those whose filters skip it."""
@@ -226,7 +244,10 @@ class Router:
         if self._client is None or self._pid != os.getpid():
             self._pid = os.getpid()
             self._client = httpx.AsyncClient(
-                limits=_POOL_LIMITS, headers={"User-Agent": USER_AGENT}
+                limits=_POOL_LIMITS,
+                headers={"User-Agent": USER_AGENT, "Accept-Encoding": _ACCEPT_ENCODING},
+                # A hostile answer cannot make the client buffer more than a bounded body.
+                event_hooks={"response": [cap_response_body]},
             )
             log = get_logger("event_router.delivery")
             self._targets = [
@@ -252,7 +273,8 @@ class Router:
 
         In queued mode it first drains the outbox for up to ``timeout`` seconds
         (``[queue] close_timeout`` by default); what is left stays in a SQLite outbox for the
-        next router that opens it.
+        next router that opens it. Past the drain, closing takes a few seconds at most, even
+        when a plugin blocks forever.
         """
         with self._lock:
             if self._closed:
@@ -267,9 +289,11 @@ class Router:
         finally:
             client, self._client = self._client, None
             if client is not None and self._pid == os.getpid():
-                with contextlib.suppress(RuntimeError):  # loop already gone at interpreter exit
-                    self._runtime.run(_shutdown(client))
-            self._runtime.stop()
+                # RuntimeError: the loop is already gone (interpreter exit), or this is the
+                # loop's own thread; TimeoutError: the loop is stuck in a blocking call.
+                with contextlib.suppress(RuntimeError, TimeoutError):
+                    self._runtime.run(client.aclose(), timeout=_CLIENT_CLOSE_S)
+            self._runtime.stop(timeout=_LOOP_STOP_S)
 
     def __enter__(self) -> Router:
         return self
@@ -283,13 +307,9 @@ class Router:
         self.close()
 
 
-async def _shutdown(client: httpx.AsyncClient) -> None:
-    """Close the pool, and the loop's worker threads (blocking plugins ran there)."""
-    await client.aclose()
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(
-            asyncio.get_running_loop().shutdown_default_executor(), _EXECUTOR_SHUTDOWN_S
-        )
+def _closed_while_sending() -> RouterClosedError:
+    # close() stopped the router's loop: whatever was still being sent there was cut off.
+    return RouterClosedError("the router was closed while this event was being sent")
 
 
 def _close_at_exit(ref: weakref.ref[Router]) -> None:

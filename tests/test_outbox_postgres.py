@@ -350,7 +350,8 @@ def test_the_claim_walks_the_due_index_in_order(
         conn.execute(f"UPDATE {s}.deliveries SET state = 'dead' WHERE event_id <= 15000")
         conn.execute(f"VACUUM ANALYZE {s}.deliveries, {s}.events")
         ((plan,),) = conn.execute(
-            "EXPLAIN (FORMAT JSON) " + _Sql(pg_schema).claim, {"destination": "a", "limit": 100}
+            "EXPLAIN (FORMAT JSON) " + _Sql(pg_schema).claim,
+            {"destination": "a", "limit": 100, "schedule_window": 305.0, "lease_window": 65.0},
         ).fetchall()
 
     def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:

@@ -7,6 +7,7 @@ empty: the queued events stay with the parent, so nothing is sent by both.
 
 from __future__ import annotations
 
+import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,15 +91,24 @@ class MemoryOutbox:
         token: str,
         now: float,
         lease_until: float,
+        schedule_horizon: float | None = None,
+        lease_horizon: float | None = None,
     ) -> list[ClaimedRow]:
         limit = max(1, min(batch_size, limits.max_events))
+        # Past the horizons: written before the wall clock stepped back.
+        scheduled_by = math.inf if schedule_horizon is None else schedule_horizon
+        leased_by = math.inf if lease_horizon is None else lease_horizon
         with self._lock:
             candidates: list[tuple[int, _Row]] = []
             for event_id, row in self._rows.get(destination, {}).items():
                 if (
                     row.state == "pending"
-                    and row.next_attempt_at <= now
-                    and (row.claimed_until is None or row.claimed_until <= now)
+                    and (row.next_attempt_at <= now or row.next_attempt_at > scheduled_by)
+                    and (
+                        row.claimed_until is None
+                        or row.claimed_until <= now
+                        or row.claimed_until > leased_by
+                    )
                 ):
                     candidates.append((event_id, row))
                     if len(candidates) == limit:

@@ -275,6 +275,7 @@ class QueuedDelivery:
         if self._closed:
             return None
         budget = self.settings.close_timeout if timeout is None else timeout
+        deadline = time.monotonic() + budget
         result: FlushResult | None = None
         if self._started_pid == os.getpid():
             try:
@@ -283,8 +284,10 @@ class QueuedDelivery:
                 log.error("outbox_close_without_drain", outbox=self.outbox.location, error=str(exc))
             finally:
                 self._closed = True
-                with contextlib.suppress(RuntimeError):  # the loop is already gone
-                    self._runtime.run(self._stop_workers())
+                grace = min(_STOP_GRACE_S, max(0.0, deadline - time.monotonic()))
+                # The loop is already gone, or stuck in a plugin's blocking call.
+                with contextlib.suppress(RuntimeError, TimeoutError):
+                    self._runtime.run(self._stop_workers(grace), timeout=grace + _STOP_GRACE_S)
             if result is not None:
                 self._report_leftovers(result)
         self._closed = True
@@ -292,7 +295,7 @@ class QueuedDelivery:
         _live.discard(self)
         return result
 
-    async def _stop_workers(self) -> None:
+    async def _stop_workers(self, grace: float) -> None:
         housekeeper, self._housekeeper = self._housekeeper, None
         if housekeeper is not None:
             housekeeper.cancel()
@@ -304,7 +307,7 @@ class QueuedDelivery:
         tasks = [w.task for w in workers if w.task is not None]
         if not tasks:
             return
-        _, still_running = await asyncio.wait(tasks, timeout=_STOP_GRACE_S)
+        _, still_running = await asyncio.wait(tasks, timeout=grace)
         for task in still_running:
             task.cancel()  # the claim is released; the rows are sent again later
         await asyncio.gather(*tasks, return_exceptions=True)

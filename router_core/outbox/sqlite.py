@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sqlite3
 import threading
@@ -497,8 +498,12 @@ class SQLiteOutbox:
         token: str,
         now: float,
         lease_until: float,
+        schedule_horizon: float | None = None,
+        lease_horizon: float | None = None,
     ) -> list[ClaimedRow]:
         limit = max(1, min(batch_size, limits.max_events))
+        scheduled_by = math.inf if schedule_horizon is None else schedule_horizon
+        leased_by = math.inf if lease_horizon is None else lease_horizon
         while True:
             with self._write() as conn:
                 more = self._route(conn)
@@ -508,10 +513,13 @@ class SQLiteOutbox:
                     "SELECT e.id, e.message_id, e.payload, e.size, d.attempts, d.since"
                     " FROM deliveries AS d INDEXED BY deliveries_by_state"
                     " JOIN events AS e ON e.id = d.event_id"
-                    " WHERE d.destination = ? AND d.state = 'pending' AND d.next_attempt_at <= ?"
-                    " AND (d.claimed_until IS NULL OR d.claimed_until <= ?)"
-                    " ORDER BY d.event_id LIMIT ?",
-                    (destination, now, now, limit),
+                    " WHERE d.destination = ?1 AND d.state = 'pending'"
+                    # Past the horizons: written before the wall clock stepped back.
+                    " AND (d.next_attempt_at <= ?2 OR d.next_attempt_at > ?3)"
+                    " AND (d.claimed_until IS NULL OR d.claimed_until <= ?2"
+                    " OR d.claimed_until > ?4)"
+                    " ORDER BY d.event_id LIMIT ?5",
+                    (destination, now, scheduled_by, leased_by, limit),
                 ).fetchall()
                 if len(candidates) < limit and more:
                     # Not a full request yet and events are left to route: commit this chunk

@@ -143,8 +143,17 @@ class Outbox(Protocol):
         token: str,
         now: float,
         lease_until: float,
+        schedule_horizon: float | None = None,
+        lease_horizon: float | None = None,
     ) -> list[ClaimedRow]:
-        """Claim the oldest due rows of ``destination`` that fit one request (``plan_batch``)."""
+        """Claim the oldest due rows of ``destination`` that fit one request (``plan_batch``).
+
+        A row is due when ``next_attempt_at <= now`` and free when it has no claim or
+        ``claimed_until <= now``. Stored times later than the horizons (``now`` plus the
+        longest backoff, or plus the longest lease) were written before the wall clock
+        stepped back: a row scheduled after ``schedule_horizon`` is due, a claim lasting past
+        ``lease_horizon`` has expired. ``None`` trusts every stored time.
+        """
         ...
 
     def extend(self, destination: str, token: str, lease_until: float) -> None:

@@ -10,6 +10,12 @@ per row: acknowledged rows are deleted, transient failures are rescheduled with 
 (``next_attempt_at``; the destination pauses until then), permanent failures are
 dead-lettered. A batch refused permanently (400, 413, or a plugin's own refusal) is split in
 halves until the events at fault are isolated, so the good ones are still delivered.
+
+Two clocks: every wait in this process (backoff pauses, lease renewals, polling) runs on the
+monotonic clock, which the wall clock stepping back cannot stretch; times stored in the outbox
+(``next_attempt_at``, leases) are wall-clock Unix seconds, as other processes read them. A
+stored time further ahead than any backoff or lease could have put it was written before the
+wall clock stepped back: ``claim()`` is told the horizons and treats such rows as due.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from router_core.delivery import Outcome, attempt_limit, deliver_batch, deliver_event
@@ -35,11 +42,27 @@ from router_core.plugins import LoadedPlugin
 from router_core.retry import backoff_delay
 from router_core.settings import QueueSettings
 
-__all__ = ["DestinationWorker"]
+__all__ = ["Clock", "DestinationWorker"]
 
 _SPLITTABLE = frozenset({400, 413})  # answers that may blame one event rather than the batch
 _ERROR_PAUSE_S = 1.0  # after an unexpected error (e.g. the disk is full), before trying again
 _FLUSH_POLL_S = 0.05  # while a flush waits: how often to look for rows other processes free
+# Slack on the horizons of stored times: processes sharing an outbox may have been set up a
+# little differently (another timeout, so another lease).
+_HORIZON_SLACK_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Clock:
+    """The worker's clocks: ``wall`` (Unix seconds) for times stored in the outbox,
+    ``monotonic`` for waits in this process. Tests pass their own to step the wall clock."""
+
+    wall: Callable[[], float] = time.time
+    monotonic: Callable[[], float] = time.monotonic
+
+
+system_clock = Clock()
+"""The clock a worker uses unless it is given one (tests replace it to step the wall clock)."""
 
 
 class DestinationWorker:
@@ -55,8 +78,10 @@ class DestinationWorker:
         recent: RecentEvents,
         is_flushing: Callable[[], bool],
         on_progress: Callable[[], None],
+        clock: Clock | None = None,
     ) -> None:
         self.name = destination.name
+        self.clock = clock if clock is not None else system_clock
         self._outbox = outbox
         self._plugin = plugin
         self._destination = destination
@@ -71,6 +96,8 @@ class DestinationWorker:
         self._batch_size = max(1, min(settings.batch_size, plugin.limits.max_events))
         # A claim must outlive the request it covers; it is renewed before every attempt.
         self._lease = max(settings.lease, attempt_limit(destination) + 1.0)
+        # The furthest ahead a backoff (this config's) can schedule a row.
+        self._longest_delay = max(settings.retry.backoff_max, settings.retry.retry_after_max)
         self._poll = max(settings.flush_interval, 1.0)
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
@@ -80,12 +107,12 @@ class DestinationWorker:
         self._hint = 0
         self._hint_since = 0.0
         self._last_empty: float | None = None  # when a claim last found nothing due
-        self._paused_until = 0.0  # wall clock: the destination is backing off until then
+        self._paused_until = 0.0  # monotonic: the destination is backing off until then
         # Consecutive transient failures of the destination: backoff keeps growing through a
         # long outage even as new rows (with no attempts of their own) come up for sending.
         self._failures = 0
         self._token: str | None = None
-        self._lease_until = 0.0
+        self._lease_until = 0.0  # monotonic: when the current claim's lease runs out
         self.task: asyncio.Task[None] | None = None
 
     # -- called from any thread ---------------------------------------------------------------
@@ -102,7 +129,7 @@ class DestinationWorker:
             self._hint += 1
             count = self._hint
             if count == 1:
-                self._hint_since = time.monotonic()
+                self._hint_since = self.clock.monotonic()
         if count in (1, self._batch_size):
             self.wake()
 
@@ -131,16 +158,20 @@ class DestinationWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if not self._loop.is_running():
+                    # The loop is gone and this task is being finalised (a close() that found
+                    # the loop stuck in a plugin): going round again would spin forever.
+                    return
                 # The outbox itself failed (disk full, file locked too long): keep going.
                 self._log.error("outbox_worker_error", error=f"{type(exc).__name__}: {exc}")
-                self._paused_until = time.time() + _ERROR_PAUSE_S
+                self._paused_until = self.clock.monotonic() + _ERROR_PAUSE_S
 
     def _ready_in(self) -> float:
         """Seconds until the next round is due (0: now)."""
-        backoff = self._paused_until - time.time()
+        now = self.clock.monotonic()
+        backoff = self._paused_until - now
         if backoff > 0:
             return backoff
-        now = time.monotonic()
         flushing = self._is_flushing()
         if self._hint >= self._batch_size or (self._hint and flushing):
             return 0.0
@@ -153,7 +184,8 @@ class DestinationWorker:
 
     async def _round(self) -> None:
         token = f"{os.getpid()}-{uuid.uuid4().hex}"
-        now = time.time()
+        now = self.clock.wall()
+        claimed_at = self.clock.monotonic()
         seen = self._hint  # events hinted before the claim: it sees all of them
         rows = self._outbox.claim(
             self.name,
@@ -162,6 +194,8 @@ class DestinationWorker:
             token=token,
             now=now,
             lease_until=now + self._lease,
+            schedule_horizon=now + self._longest_delay + _HORIZON_SLACK_S,
+            lease_horizon=now + self._lease + _HORIZON_SLACK_S,
         )
         full = self._full(rows)
         with self._hint_lock:
@@ -169,19 +203,27 @@ class DestinationWorker:
             # came in during the claim, and its clock starts now.
             self._hint = max(0, self._hint - (len(rows) if full else seen))
             if self._hint:
-                self._hint_since = time.monotonic()
-        self._last_empty = None if full else time.monotonic()
+                self._hint_since = self.clock.monotonic()
+        self._last_empty = None if full else self.clock.monotonic()
         if not rows:
             return
-        self._token, self._lease_until = token, now + self._lease
+        self._token, self._lease_until = token, claimed_at + self._lease
+        # Rows not settled (a transient failure stopped the round, or cancellation) go back at
+        # once rather than when the lease runs out.
         try:
             await self._deliver(rows)
-        finally:
+        except BaseException:
             self._token = None
-            # Rows not settled (a transient failure stopped the round, or cancellation) go
-            # back at once rather than when the lease runs out.
-            self._outbox.release(self.name, token)
+            # What stopped the round (a cancellation above all) must not be replaced by an
+            # error handing the rows back (the outbox closed under a stuck worker, say): the
+            # lease frees them then.
+            with contextlib.suppress(Exception):
+                self._outbox.release(self.name, token)
             self._on_progress()
+            raise
+        self._token = None
+        self._outbox.release(self.name, token)
+        self._on_progress()
 
     def _full(self, rows: Sequence[ClaimedRow]) -> bool:
         if len(rows) >= self._batch_size:
@@ -215,10 +257,10 @@ class DestinationWorker:
         """Push back the lease when it could run out during the next attempt."""
         if self._token is None:
             return
-        now = time.time()
+        now = self.clock.monotonic()
         if self._lease_until - now < attempt_limit(self._destination) + 0.5:
             self._lease_until = now + self._lease
-            self._outbox.extend(self.name, self._token, self._lease_until)
+            self._outbox.extend(self.name, self._token, self.clock.wall() + self._lease)
 
     async def _send_batch(self, batch: Sequence[tuple[ClaimedRow, Event]]) -> bool:
         """Deliver ``batch`` in one request, splitting it on a permanent refusal.
@@ -291,13 +333,13 @@ class DestinationWorker:
         """Reschedule after a transient failure, or dead-letter rows out of budget."""
         assert self._token is not None
         policy = self._settings.retry
-        now = time.time()
+        now = self.clock.wall()
         attempt = max(self._failures, *(r.attempts for r in rows)) + 1
         self._failures = attempt
         delay = backoff_delay(policy, attempt, outcome.retry_after)
         next_attempt_at = now + delay
         # The destination as a whole backs off: a 503 or a 429 is rarely about one event.
-        self._paused_until = max(self._paused_until, next_attempt_at)
+        self._paused_until = max(self._paused_until, self.clock.monotonic() + delay)
         self._last_empty = None
         exhausted = [
             r
@@ -344,7 +386,7 @@ class DestinationWorker:
             [r.event_id for r in rows],
             error=outcome.error or "failed",
             status_code=outcome.status_code,
-            now=time.time(),
+            now=self.clock.wall(),
         )
         self._log.error(
             "outbox_dead_letter",

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from router_core.events import Event, EventType
 from router_core.secrets import MaskedReprModel
@@ -26,19 +26,32 @@ class DestinationSettings(MaskedReprModel):
 class RetrySettings(BaseModel):
     """How a destination retries transient failures (408, 429, 5xx, timeouts, network errors).
 
-    Backoff is exponential with full jitter: attempt ``n`` waits a random time in
-    ``[0, min(backoff_max, backoff_base * 2**(n-1))]``, or the server's ``Retry-After`` when it
-    sends one (capped at ``retry_after_max``). Retries stop after ``max_attempts`` attempts or
-    when the next wait would pass ``max_elapsed`` seconds since the first attempt.
+    Backoff is exponential with full jitter above a floor: attempt ``n`` waits a random time
+    in ``[backoff_min, min(backoff_max, backoff_base * 2**(n-1))]`` (``backoff_min`` caps at
+    ``backoff_max``, so ``backoff_max`` below 0.1 s also lowers the floor). A server's
+    ``Retry-After`` is a minimum: the wait is at least that long, up to ``retry_after_max``.
+    Retries stop after ``max_attempts`` attempts or when the next wait would pass
+    ``max_elapsed`` seconds since the first attempt. Times are in seconds, finite.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_attempts: int = Field(default=3, ge=1, le=100)
-    backoff_base: float = Field(default=0.5, ge=0)
-    backoff_max: float = Field(default=30.0, ge=0)
-    retry_after_max: float = Field(default=60.0, ge=0)
-    max_elapsed: float = Field(default=120.0, gt=0)
+    backoff_min: float = Field(default=0.1, ge=0, allow_inf_nan=False)
+    backoff_base: float = Field(default=0.5, ge=0, allow_inf_nan=False)
+    backoff_max: float = Field(default=30.0, ge=0, allow_inf_nan=False)
+    retry_after_max: float = Field(default=60.0, ge=0, allow_inf_nan=False)
+    max_elapsed: float = Field(default=120.0, gt=0, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _floor_within_the_ceiling(self) -> Self:
+        # Only an explicit floor can contradict the ceiling: the default one gives way.
+        if "backoff_min" in self.model_fields_set and self.backoff_min > self.backoff_max:
+            raise ValueError(
+                f"backoff_min ({self.backoff_min:g}) must not be more than "
+                f"backoff_max ({self.backoff_max:g})"
+            )
+        return self
 
 
 class RoutingSettings(MaskedReprModel):

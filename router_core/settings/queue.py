@@ -45,17 +45,19 @@ SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 class QueueRetrySettings(RetrySettings):
     """How the background worker retries (``[queue.retry]``).
 
-    The same backoff as direct sends, with a larger budget because nobody is waiting:
-    a row is dead-lettered after ``max_attempts`` attempts, or when it fails and was accepted
-    (or replayed) more than ``max_elapsed`` seconds ago. With the defaults a destination may
-    be down for about a day before events are dead-lettered.
+    The same backoff as direct sends (full jitter above ``backoff_min``, ``Retry-After`` as a
+    minimum), with a larger budget because nobody is waiting: a row is dead-lettered after
+    ``max_attempts`` attempts, or when it fails and was accepted (or replayed) more than
+    ``max_elapsed`` seconds ago. With the defaults a destination may be down for about a day
+    before events are dead-lettered.
     """
 
     max_attempts: int = Field(default=100, ge=1, le=10_000)
-    backoff_base: float = Field(default=1.0, ge=0)
-    backoff_max: float = Field(default=300.0, ge=0)
-    retry_after_max: float = Field(default=300.0, ge=0)
-    max_elapsed: float = Field(default=86_400.0, gt=0)
+    backoff_min: float = Field(default=0.1, ge=0, allow_inf_nan=False)
+    backoff_base: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    backoff_max: float = Field(default=300.0, ge=0, allow_inf_nan=False)
+    retry_after_max: float = Field(default=300.0, ge=0, allow_inf_nan=False)
+    max_elapsed: float = Field(default=86_400.0, gt=0, allow_inf_nan=False)
 
 
 class QueueSettings(BaseModel):

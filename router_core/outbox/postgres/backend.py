@@ -150,7 +150,12 @@ class _Sql:
         self.claim = (
             "WITH due AS (SELECT event_id, attempts, since"
             f" FROM {s}.deliveries WHERE destination = %(destination)s AND state = 'pending'"
-            " AND next_attempt_at <= now() AND (claimed_until IS NULL OR claimed_until <= now())"
+            # A time further ahead than any backoff (or lease) could have set was written
+            # before the clock stepped back: due (or expired) now.
+            " AND (next_attempt_at <= now()"
+            " OR next_attempt_at > now() + make_interval(secs => %(schedule_window)s::float8))"
+            " AND (claimed_until IS NULL OR claimed_until <= now()"
+            " OR claimed_until > now() + make_interval(secs => %(lease_window)s::float8))"
             " ORDER BY event_id LIMIT %(limit)s FOR UPDATE SKIP LOCKED)"
             " SELECT due.event_id, e.message_id, e.payload, e.size, due.attempts,"
             " extract(epoch FROM due.since)::float8"
@@ -421,14 +426,20 @@ class PostgresOutbox:
         token: str,
         now: float,
         lease_until: float,
+        schedule_horizon: float | None = None,
+        lease_horizon: float | None = None,
     ) -> list[ClaimedRow]:
         limit = max(1, min(batch_size, limits.max_events))
         lease = max(lease_until - now, 0.0)  # a length: the lease runs on the server's clock
+        windows = {
+            "schedule_window": None if schedule_horizon is None else schedule_horizon - now,
+            "lease_window": None if lease_horizon is None else lease_horizon - now,
+        }
 
         def take(conn: Conn) -> list[ClaimedRow]:
             with conn.transaction():
                 candidates = conn.execute(
-                    self._sql.claim, {"destination": destination, "limit": limit}
+                    self._sql.claim, {"destination": destination, "limit": limit, **windows}
                 ).fetchall()
                 if not candidates:
                     return []
