@@ -1,4 +1,24 @@
-"""Exceptions raised by event-router, and the one plugins raise to report a failed delivery."""
+"""Every exception event-router raises on purpose, and the one plugins raise to report a failed
+delivery. All of them are ``RouterError``; catching it catches every expected failure::
+
+    RouterError
+    ├── InvalidEventError (ValueError)    an event failed validation; nothing was sent
+    ├── ConfigError (ValueError)          the config is unusable; .problems lists every problem
+    ├── PluginLoadError                   a plugin could not be imported or registered
+    ├── JobInputError (ValueError)        a job file's --set override is malformed
+    ├── RouterClosedError (RuntimeError)  send() after close()
+    ├── DeliveryError                     raised by plugins: a destination refused an event
+    │   └── (each plugin's own, e.g. SegmentAPIError, PostHogAPIError)
+    ├── TransformError                    a transform raised or made an invalid event
+    ├── OutboxFullError                   the outbox reached max_events / max_bytes
+    ├── OutboxUnavailableError            the SQLite outbox's file cannot be used
+    │   └── OutboxDiskFullError           the disk holding it is full
+    └── (each outbox engine's own, defined with the engine: PostgresOutboxError,
+         SchemaVersionError ← SchemaMissingError in router_core.outbox.postgres)
+
+``RedactedError`` (router_core.redaction) is not raised: it stands in for a plugin's exception
+whose text showed a secret, inside ``DeliveryResult.exception``.
+"""
 
 from __future__ import annotations
 
@@ -12,9 +32,13 @@ __all__ = [
     "DeliveryError",
     "InvalidEventError",
     "JobInputError",
+    "OutboxDiskFullError",
+    "OutboxFullError",
+    "OutboxUnavailableError",
     "PluginLoadError",
     "RouterClosedError",
     "RouterError",
+    "TransformError",
 ]
 
 
@@ -100,3 +124,79 @@ class DeliveryError(RouterError):
     def __repr__(self) -> str:
         message = redact(str(self.message))
         return f"{type(self).__name__}({message!r}, status_code={self.status_code!r})"
+
+
+class OutboxFullError(RouterError):
+    """The outbox reached ``max_events`` or ``max_bytes``; the event was not accepted.
+
+    Raised at once with ``when_full = "refuse"``, or after ``block_timeout`` seconds with
+    ``when_full = "block"``. ``limit`` names the setting that was hit (``"max_events"`` or
+    ``"max_bytes"``); nothing already in the outbox is affected.
+    """
+
+    def __init__(self, message: str, *, limit: str, value: int, stored: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.value = value
+        self.stored = stored
+
+
+class OutboxUnavailableError(RouterError):
+    """The outbox's file cannot be used: not an outbox, read-only, deleted, locked, broken.
+
+    ``path`` is the file; the message says what is wrong and what to do. Raised by opening
+    the outbox (``Router(...)``), by ``send()`` (the event was not accepted), and by
+    ``flush()`` and the maintenance calls. Events accepted earlier are never dropped by it.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class OutboxDiskFullError(OutboxUnavailableError):
+    """The disk holding the outbox is full, or too nearly full to keep delivering.
+
+    The event was not accepted; everything accepted before stays stored and is still
+    delivered. ``send()`` accepts events again by itself once there is room.
+    """
+
+
+class TransformError(RouterError):
+    """A transform raised, or produced something that is not a valid event.
+
+    It fails the event for that destination only. ``destination`` is the destination's name,
+    ``index`` the transform's position in its ``transforms`` list (from 0), ``transform`` its
+    ``type`` and ``plugin`` the plugin's name for a ``type = "plugin"`` transform. ``reason``
+    is the cause's text with every registered secret masked; the cause itself is not chained,
+    so a traceback cannot carry a secret it held.
+    """
+
+    def __init__(
+        self,
+        destination: str,
+        index: int,
+        transform: str,
+        reason: str,
+        *,
+        plugin: str | None = None,
+    ) -> None:
+        self.destination = destination
+        self.index = index
+        self.transform = transform
+        self.plugin = plugin
+        self.reason = redact(reason)
+        label = f"plugin {plugin!r}" if plugin is not None else transform
+        super().__init__(
+            f"destinations.{destination}.transforms[{index}] ({label}) failed: {self.reason}"
+        )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only ``plugin`` needs help to survive pickling (worker processes, queues).
+        return (_rebuild_transform_error, (self.destination, self.index, self.transform, self.reason, self.plugin))
+
+
+def _rebuild_transform_error(
+    destination: str, index: int, transform: str, reason: str, plugin: str | None
+) -> TransformError:
+    return TransformError(destination, index, transform, reason, plugin=plugin)

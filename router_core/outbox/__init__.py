@@ -5,7 +5,7 @@ event is recorded in the outbox, and a worker per destination delivers it in bat
 docs/delivery.md.
 """
 
-from router_core.outbox.errors import (
+from router_core.errors import (
     OutboxDiskFullError,
     OutboxFullError,
     OutboxUnavailableError,

@@ -17,7 +17,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
-from router_core.outbox.errors import OutboxDiskFullError, OutboxUnavailableError
+from router_core.errors import OutboxDiskFullError, OutboxUnavailableError
 from router_core.settings.queue import path_problem
 
 __all__ = ["DELIVERY_RESERVE_BYTES", "check_location", "explain", "identity", "room"]

@@ -20,10 +20,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from router_core.errors import RouterError
+from router_core.errors import OutboxFullError, RouterError
 from router_core.events import Event
 from router_core.logs import get_logger
-from router_core.outbox.errors import OutboxFullError
 from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.recent import RecentEvents
 from router_core.outbox.sqlite import SQLiteOutbox

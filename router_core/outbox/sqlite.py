@@ -45,8 +45,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
+from router_core.errors import OutboxDiskFullError, OutboxUnavailableError
 from router_core.logs import get_logger
-from router_core.outbox.errors import OutboxDiskFullError, OutboxUnavailableError
 from router_core.outbox.filecheck import check_location, explain, identity, room
 from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
 from router_core.results import BatchLimits

@@ -19,7 +19,7 @@ only. Built-ins:
 ``pipeline.apply(event) -> TransformOutcome``.
 """
 
-from router_core.transforms.errors import TransformError
+from router_core.errors import TransformError
 from router_core.transforms.pipeline import TransformOutcome, TransformPipeline
 from router_core.transforms.plugin import split_message_id
 from router_core.transforms.pseudonymize import pseudonym

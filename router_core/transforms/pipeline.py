@@ -17,10 +17,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
-from router_core.errors import ConfigError, InvalidEventError
+from router_core.errors import ConfigError, InvalidEventError, TransformError
 from router_core.events import Event
 from router_core.plugins import PluginRegistry, default_registry
-from router_core.transforms.errors import TransformError
 from router_core.transforms.fields import Allow, Drop
 from router_core.transforms.plugin import PluginTransform, TransformFailed, describe
 from router_core.transforms.pseudonymize import Pseudonymize
