@@ -193,7 +193,10 @@ class TransformError(RouterError):
 
     def __reduce__(self) -> tuple[object, ...]:
         # Keyword-only ``plugin`` needs help to survive pickling (worker processes, queues).
-        return (_rebuild_transform_error, (self.destination, self.index, self.transform, self.reason, self.plugin))
+        return (
+            _rebuild_transform_error,
+            (self.destination, self.index, self.transform, self.reason, self.plugin),
+        )
 
 
 def _rebuild_transform_error(
