@@ -28,9 +28,9 @@ from router_core.events import (
 )
 from router_core.hookspecs import hookimpl
 from router_core.http import raise_for_status
+from router_core.limits import BatchLimits
 from router_core.logs import configure_logging
 from router_core.outbox import (
-    FlushResult,
     OutboxDiskFullError,
     OutboxFullError,
     OutboxStats,
@@ -41,7 +41,7 @@ from router_core.outbox import (
 from router_core.plugins import PluginInfo, PluginRegistry
 from router_core.redaction import RedactedError
 from router_core.response_cap import MAX_BODY_EXTENSION, RESPONSE_BODY_LIMIT, body_truncated
-from router_core.results import BatchLimits, Delivery, DeliveryResult, SendReport
+from router_core.results import Delivery, DeliveryResult, FlushResult, SendReport
 from router_core.router import Router
 from router_core.settings import DestinationSettings, RetrySettings
 from router_core.transforms import TransformError, TransformOutcome, TransformPipeline

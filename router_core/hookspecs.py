@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
     from router_core.destination import Destination
     from router_core.events import Event
-    from router_core.results import BatchLimits, Delivery
+    from router_core.limits import BatchLimits
+    from router_core.results import Delivery
     from router_core.settings import DestinationSettings
 
 __all__ = [

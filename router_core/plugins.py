@@ -19,8 +19,8 @@ import pluggy
 
 from router_core import hookspecs
 from router_core.errors import PluginLoadError
+from router_core.limits import BatchLimits
 from router_core.logs import get_logger
-from router_core.results import BatchLimits
 from router_core.settings import DestinationSettings
 
 __all__ = ["PLUGINS_ENV_VAR", "LoadedPlugin", "PluginInfo", "PluginRegistry", "default_registry"]

@@ -1,4 +1,5 @@
-"""What a plugin returns (`Delivery`) and what the app gets back (results and reports)."""
+"""What a plugin returns (``Delivery``) and what the app gets back: a ``DeliveryResult`` per
+destination in a ``SendReport`` per event, and a ``FlushResult`` from ``flush()``."""
 
 from __future__ import annotations
 
@@ -6,16 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BatchLimits", "Delivery", "DeliveryResult", "SendReport"]
-
-
-@dataclass(frozen=True, slots=True)
-class BatchLimits:
-    """What one request to a destination may carry. Sizes are of the JSON the plugin sends."""
-
-    max_events: int = 100
-    max_request_bytes: int = 500_000
-    max_event_bytes: int = 32_000
+__all__ = ["Delivery", "DeliveryResult", "FlushResult", "SendReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,4 +98,31 @@ class SendReport:
             "queued_for": list(self.queued_for),
             "results": {name: result.to_dict() for name, result in self.results.items()},
             "skipped": list(self.skipped),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FlushResult:
+    """What ``router.flush()`` left behind.
+
+    ``pending`` counts, per destination, the events accepted before the flush that are not
+    delivered yet (0 for each destination when everything went); ``dead`` counts the rows
+    in the dead letter per destination. ``timed_out`` is true when the timeout ended the wait.
+    """
+
+    pending: Mapping[str, int] = field(default_factory=dict)
+    dead: Mapping[str, int] = field(default_factory=dict)
+    timed_out: bool = False
+
+    @property
+    def complete(self) -> bool:
+        """True when nothing accepted before the flush is still waiting for delivery."""
+        return not any(self.pending.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "complete": self.complete,
+            "timed_out": self.timed_out,
+            "pending": dict(self.pending),
+            "dead": dict(self.dead),
         }

@@ -23,10 +23,10 @@ from router_core.errors import RouterClosedError
 from router_core.events import Event
 from router_core.http import USER_AGENT
 from router_core.logs import configure_from_settings, get_logger
-from router_core.outbox import FlushResult, Outbox, QueuedDelivery, QueueSettings
+from router_core.outbox import Outbox, QueuedDelivery, QueueSettings
 from router_core.plugins import PluginRegistry, default_registry
 from router_core.response_cap import cap_response_body
-from router_core.results import DeliveryResult, SendReport
+from router_core.results import DeliveryResult, FlushResult, SendReport
 from router_core.runtime import LoopThread
 from router_core.targets import Target
 

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, NoReturn
 import pytest
 
 from router_core.dburl import mask_url
+from router_core.limits import BatchLimits
 from router_core.outbox.store import ClaimedRow, OutboxStats
-from router_core.results import BatchLimits
 
 if TYPE_CHECKING:  # imported lazily: without psycopg these tests skip, the others still run
     from router_core.outbox.postgres import PostgresOutbox

@@ -33,11 +33,11 @@ from router_core import (
     hookimpl,
     raise_for_status,
 )
+from router_core.limits import BatchLimits
 from router_core.outbox import worker
 from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.sqlite import SQLiteOutbox
 from router_core.outbox.store import Outbox
-from router_core.results import BatchLimits
 
 WAIT = 20.0  # generous bound on every flush; the tests finish far sooner
 CHUNK = 64 * 1024

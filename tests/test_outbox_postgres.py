@@ -38,6 +38,7 @@ from router_core import (
 )
 from router_core.cli.errors import RouterGroup
 from router_core.cli.outbox import outbox as outbox_command
+from router_core.limits import BatchLimits
 from router_core.outbox import QueueSettings, open_outbox
 from router_core.outbox.postgres import (
     SCHEMA_VERSION,
@@ -47,7 +48,6 @@ from router_core.outbox.postgres import (
     SchemaVersionError,
 )
 from router_core.outbox.store import ClaimedRow
-from router_core.results import BatchLimits
 from router_core.sandbox import SegmentEmulator
 from router_core.secrets import MASK, redact
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from router_core.limits import BatchLimits
 from router_core.outbox import MemoryOutbox, Outbox, SQLiteOutbox
 from router_core.outbox.sqlite import SCHEMA_VERSION
 from router_core.outbox.store import ENVELOPE_BYTES, estimate_bytes, plan_batch
-from router_core.results import BatchLimits
 
 LIMITS = BatchLimits(max_events=100, max_request_bytes=500_000, max_event_bytes=32_000)
 NOW = 1_700_000_000.0

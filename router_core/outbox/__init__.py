@@ -11,7 +11,7 @@ from router_core.errors import (
     OutboxUnavailableError,
 )
 from router_core.outbox.memory import MemoryOutbox
-from router_core.outbox.queue import FlushResult, QueuedDelivery, open_outbox
+from router_core.outbox.queue import QueuedDelivery, open_outbox
 from router_core.outbox.sqlite import SQLiteOutbox
 from router_core.outbox.store import STATES, ClaimedRow, Outbox, OutboxStats
 from router_core.settings import DEFAULT_OUTBOX_PATH, QueueRetrySettings, QueueSettings
@@ -20,7 +20,6 @@ __all__ = [
     "DEFAULT_OUTBOX_PATH",
     "STATES",
     "ClaimedRow",
-    "FlushResult",
     "MemoryOutbox",
     "Outbox",
     "OutboxDiskFullError",

@@ -12,8 +12,8 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from router_core.limits import BatchLimits
 from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
-from router_core.results import BatchLimits
 
 __all__ = ["MemoryOutbox"]
 

@@ -16,9 +16,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
 
 from router_core.errors import OutboxFullError, RouterError
 from router_core.events import Event
@@ -28,11 +26,12 @@ from router_core.outbox.recent import RecentEvents
 from router_core.outbox.sqlite import SQLiteOutbox
 from router_core.outbox.store import Outbox
 from router_core.outbox.worker import DestinationWorker
+from router_core.results import FlushResult
 from router_core.runtime import LoopThread
 from router_core.settings import QueueSettings
 from router_core.targets import TargetSource
 
-__all__ = ["FlushResult", "QueuedDelivery", "open_outbox"]
+__all__ = ["QueuedDelivery", "open_outbox"]
 
 log = get_logger("event_router.outbox")
 
@@ -43,33 +42,6 @@ _STOP_GRACE_S = 2.0  # after the drain: how long a request in flight may take to
 # to find every event in a burst they are catching up on, small next to a large backlog.
 _RECENT_EVENTS = 10_000
 _CHECKPOINT_S = 0.25  # how often the write-ahead log is copied into the database file
-
-
-@dataclass(frozen=True, slots=True)
-class FlushResult:
-    """What ``router.flush()`` left behind.
-
-    ``pending`` counts, per destination, the events accepted before the flush that are not
-    delivered yet (0 for each destination when everything went); ``dead`` counts the rows
-    in the dead letter per destination. ``timed_out`` is true when the timeout ended the wait.
-    """
-
-    pending: Mapping[str, int] = field(default_factory=dict)
-    dead: Mapping[str, int] = field(default_factory=dict)
-    timed_out: bool = False
-
-    @property
-    def complete(self) -> bool:
-        """True when nothing accepted before the flush is still waiting for delivery."""
-        return not any(self.pending.values())
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "complete": self.complete,
-            "timed_out": self.timed_out,
-            "pending": dict(self.pending),
-            "dead": dict(self.dead),
-        }
 
 
 def open_outbox(settings: QueueSettings) -> Outbox:

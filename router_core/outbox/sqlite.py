@@ -46,10 +46,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from router_core.errors import OutboxDiskFullError, OutboxUnavailableError
+from router_core.limits import BatchLimits
 from router_core.logs import get_logger
 from router_core.outbox.filecheck import check_location, explain, identity, room
 from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
-from router_core.results import BatchLimits
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteOutbox"]
 

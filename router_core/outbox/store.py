@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from router_core.results import BatchLimits
+from router_core.limits import BatchLimits
 
 __all__ = [
     "ENVELOPE_BYTES",

@@ -7,7 +7,7 @@ batch that cannot fit is refused here, without a request, as a permanent error.
 from __future__ import annotations
 
 from event_router_segment.errors import SegmentAPIError
-from router_core.results import BatchLimits
+from router_core.limits import BatchLimits
 
 __all__ = ["LIMITS", "check_batch_size", "check_event_count", "check_message_size"]
 

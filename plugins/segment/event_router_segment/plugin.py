@@ -16,11 +16,10 @@ from event_router_segment.limits import (
 )
 from event_router_segment.settings import SegmentSettings
 from event_router_segment.wire import basic_auth, encode_body, encode_message
-from router_core import hookimpl
+from router_core import BatchLimits, Delivery, hookimpl
 from router_core.destination import Destination
 from router_core.events import Event
 from router_core.http import USER_AGENT, raise_for_status
-from router_core.results import BatchLimits, Delivery
 
 __all__ = ["batch_limits", "destination_settings", "send_batch", "send_event"]
 

@@ -58,6 +58,7 @@ from psycopg_pool import ConnectionPool
 
 from router_core.dburl import mask_url, password_of
 from router_core.errors import RouterError
+from router_core.limits import BatchLimits
 from router_core.logs import get_logger
 from router_core.outbox.postgres.schema import (
     SHARDS,
@@ -67,7 +68,6 @@ from router_core.outbox.postgres.schema import (
     quoted,
 )
 from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
-from router_core.results import BatchLimits
 from router_core.secrets import redact, register_secret
 from router_core.settings.queue import DEFAULT_SCHEMA
 
