@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import httpx
+from structlog.typing import FilteringBoundLogger
 
 from router_core.logs import get_logger
 from router_core.settings import DestinationSettings, RoutingSettings
@@ -32,7 +33,9 @@ class Destination(Generic[S]):
     settings: S
     routing: RoutingSettings
     client: httpx.AsyncClient = field(repr=False)
-    log: Any = field(repr=False, default_factory=lambda: get_logger("event_router.delivery"))
+    log: FilteringBoundLogger = field(
+        repr=False, default_factory=lambda: get_logger("event_router.delivery")
+    )
 
     @property
     def timeout(self) -> float:

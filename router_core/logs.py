@@ -33,9 +33,10 @@ import sys
 import threading
 from collections.abc import Iterator, Mapping, MutableMapping, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal, TextIO
+from typing import TYPE_CHECKING, Any, Literal, TextIO, cast
 
 import structlog
+from structlog.typing import FilteringBoundLogger
 
 from router_core.errors import ConfigError
 from router_core.secrets import looks_secret, mask, redact
@@ -231,9 +232,13 @@ class _LazyLogger:
         return getattr(_bound(self._name, self._context), attr)
 
 
-def get_logger(name: str = LOGGER_NAME, **context: Any) -> Any:
-    """A structlog logger writing to the stdlib logger ``name`` (``event_router.<part>``)."""
-    return _LazyLogger(name, context)
+def get_logger(name: str = LOGGER_NAME, **context: Any) -> FilteringBoundLogger:
+    """A structlog logger writing to the stdlib logger ``name`` (``event_router.<part>``).
+
+    Typed as structlog's ``FilteringBoundLogger``: ``debug``/``info``/``warning``/``error``
+    with an event name and key-value fields, and ``bind()``.
+    """
+    return cast("FilteringBoundLogger", _LazyLogger(name, context))
 
 
 # -- event-router's own handler (opt-in) ----------------------------------------------------
