@@ -239,28 +239,40 @@ class Event(BaseModel):
 
 
 class TrackEvent(Event):
+    """A user did something: ``event`` names it (``"Order Completed"``)."""
+
     type: Literal["track"] = "track"
     event: str = Field(min_length=1)
 
 
 class IdentifyEvent(Event):
+    """Who a user is: ``traits`` about them (email, plan, ...)."""
+
     type: Literal["identify"] = "identify"
 
 
 class PageEvent(Event):
+    """A web page view: ``name``, ``category`` and ``properties`` (url, path, referrer)."""
+
     type: Literal["page"] = "page"
 
 
 class ScreenEvent(Event):
+    """A mobile app screen view: ``name`` and ``properties``."""
+
     type: Literal["screen"] = "screen"
 
 
 class GroupEvent(Event):
+    """A user belongs to a group (company, team): ``group_id`` and its ``traits``."""
+
     type: Literal["group"] = "group"
     group_id: str = Field(min_length=1)
 
 
 class AliasEvent(Event):
+    """One identity merged into another: ``previous_id`` becomes ``user_id``."""
+
     type: Literal["alias"] = "alias"
     previous_id: str = Field(min_length=1)
     user_id: str = Field(min_length=1)
