@@ -41,3 +41,25 @@ def test_every_hook_is_documented_in_the_readme() -> None:
 def test_readme_names_the_two_commands() -> None:
     assert "make demo" in README
     assert "make test" in README
+
+
+def test_every_test_the_reliability_doc_names_exists() -> None:
+    """docs/reliability.md says which test proves each failure mode: each must exist."""
+    doc = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    named = 0
+    for row in re.findall(r"^\|.*`tests/.*\|\s*$", doc, flags=re.MULTILINE):
+        current = None
+        for token in re.findall(r"`([^`]+)`", row.rsplit("|", 2)[1]):
+            if token.startswith("tests/"):
+                current, _, name = token.partition("::")
+            elif token.startswith("::"):
+                name = token[2:]
+            else:
+                continue
+            assert current is not None, row
+            source = (ROOT / current).read_text(encoding="utf-8")
+            test = re.sub(r"\[.*", "", name)
+            if test:
+                assert re.search(rf"def {re.escape(test)}\b", source), f"{current}::{test}"
+                named += 1
+    assert named > 50

@@ -14,6 +14,7 @@ def test_all_is_sorted_and_complete() -> None:
         for name, value in vars(router_core).items()
         if not name.startswith("_") and not isinstance(value, types.ModuleType)
     }
+
     # isort-style, as ruff keeps it: CONSTANTS, then Classes, then functions.
     def order(name: str) -> tuple[int, str]:
         return (0 if name.isupper() else 1 if name[0].isupper() else 2, name)
