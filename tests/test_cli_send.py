@@ -435,3 +435,25 @@ def test_an_unusable_config_exits_2_with_one_line(tmp_path: Path, toml: str, fra
     assert_bad_input(
         invoke(["send", "-c", str(path), "--event", "X", "--user-id", "u"]), str(path), fragment
     )
+
+
+def test_five_thousand_events_print_one_screen(
+    config: Path, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    path = tmp_path / "many.jsonl"
+    lines = (
+        json.dumps({"type": "track", "event": "Bulk", "user_id": f"u{i}"}) for i in range(5000)
+    )
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+    result = invoke(["send", "-c", str(config), "--file", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert len(result.output.splitlines()) < 15, result.output
+    assert "5000 events" in result.stdout
+    assert len(sandbox.posthog.events) == 5000
+    assert len(sandbox.segment.events) == 5000
+    assert sandbox.posthog.requests == 5  # PostHog takes 1000 events a request
+
+    as_json = invoke(["send", "-c", str(config), "--file", str(path), "--json"])
+    assert len(json_lines(as_json.stdout)) == 5000
