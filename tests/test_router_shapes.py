@@ -62,7 +62,8 @@ def test_track_takes_segment_sdk_arguments(router: Router, recorder: Recorder) -
         integrations={"All": True},
         message_id="m-1",
     )
-    assert report.ok and report.message_id == "m-1"
+    assert report.ok
+    assert report.message_id == "m-1"
     sent = recorder.events[0]
     assert (sent.type, sent.user_id, sent.event, sent.properties) == (
         "track",
@@ -70,7 +71,8 @@ def test_track_takes_segment_sdk_arguments(router: Router, recorder: Recorder) -
         "Order Completed",
         {"total": 9.5},
     )
-    assert sent.context == {"ip": "1.2.3.4"} and sent.anonymous_id == "anon_1"
+    assert sent.context == {"ip": "1.2.3.4"}
+    assert sent.anonymous_id == "anon_1"
     assert sent.integrations == {"All": True}
     assert sent.timestamp.year == 2024
 
@@ -131,7 +133,9 @@ def test_disabled_validates_and_sends_nothing() -> None:
                 router.send({"type": "track", "user_id": "u1"})
             assert router.disabled
         assert not route.called
-    assert report.disabled and report.disabled_for == ("posthog",) and report.results == {}
+    assert report.disabled
+    assert report.disabled_for == ("posthog",)
+    assert report.results == {}
     assert report.to_dict()["disabled"] is True
     assert batch.counts()["posthog"]["disabled"] == 3
 
@@ -206,7 +210,9 @@ def test_http_table_errors_name_the_key_and_hide_the_password() -> None:
             {"http": {"proxy": "ftp://u:hunter2-secret@h", "max_connections": 0, "pool": 3}}
         )
     text = str(caught.value)
-    assert "http.proxy" in text and "http.max_connections" in text and "http.pool" in text
+    assert "http.proxy" in text
+    assert "http.max_connections" in text
+    assert "http.pool" in text
     assert "hunter2-secret" not in text
 
 

@@ -10,10 +10,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import event_router_posthog
-from event_router_posthog.plugin import LIMITS
 import httpx
 import pytest
 import respx
+from event_router_posthog.plugin import LIMITS
 
 from router_core import (
     BatchReport,
@@ -116,9 +116,11 @@ def test_an_invalid_event_names_its_index_and_nothing_is_sent() -> None:
     bad[2] = {"type": "track", "user_id": "u2"}  # no event name
     with respx.mock(assert_all_called=False) as mock:
         route = mock.post(BATCH_URL).respond(200, json={"status": "Ok"})
-        with posthog_router("https://us.i.posthog.com") as router:
-            with pytest.raises(InvalidEventError) as caught:
-                router.send_many(bad)
+        with (
+            posthog_router("https://us.i.posthog.com") as router,
+            pytest.raises(InvalidEventError) as caught,
+        ):
+            router.send_many(bad)
 
     assert "event 2" in str(caught.value)
     assert any(where.startswith("[2].event") for where, _ in caught.value.problems)
@@ -163,8 +165,10 @@ def test_a_transient_failure_is_retried_then_the_rest_is_not_tried() -> None:
     assert not batch.ok
     assert route.call_count == 2  # the first chunk, twice; the two others never
     first, last = batch.reports[0].results["posthog"], batch.reports[-1].results["posthog"]
-    assert first.status_code == 503 and first.attempts == 2
-    assert last.error is not None and "not sent" in last.error
+    assert first.status_code == 503
+    assert first.attempts == 2
+    assert last.error is not None
+    assert "not sent" in last.error
 
 
 class Each:

@@ -86,7 +86,7 @@ def send(
     verbose: bool,
     **fields: str | None,
 ) -> int:
-    """Send events to every enabled destination and show each destination's result.
+    """Send events to every enabled destination; a result table, or a summary for --file.
 
     \b
     event-router send --event "Order Completed" --user-id user_12345 \\
