@@ -41,9 +41,9 @@ from router_core.outbox import (
 from router_core.plugins import PluginInfo, PluginRegistry
 from router_core.redaction import RedactedError
 from router_core.response_cap import MAX_BODY_EXTENSION, RESPONSE_BODY_LIMIT, body_truncated
-from router_core.results import Delivery, DeliveryResult, FlushResult, SendReport
+from router_core.results import BatchReport, Delivery, DeliveryResult, FlushResult, SendReport
 from router_core.router import Router
-from router_core.settings import DestinationSettings, RetrySettings
+from router_core.settings import DestinationSettings, HttpSettings, RetrySettings
 from router_core.transforms import TransformError, TransformOutcome, TransformPipeline
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "RESPONSE_BODY_LIMIT",
     "AliasEvent",
     "BatchLimits",
+    "BatchReport",
     "ConfigError",
     "Delivery",
     "DeliveryError",
@@ -62,6 +63,7 @@ __all__ = [
     "EventType",
     "FlushResult",
     "GroupEvent",
+    "HttpSettings",
     "IdentifyEvent",
     "InvalidEventError",
     "OutboxDiskFullError",

@@ -25,6 +25,7 @@ from router_core.secrets import looks_secret, mask, register_secret, secrets_in
 from router_core.settings import (
     ROUTING_KEYS,
     DestinationSettings,
+    HttpSettings,
     LoggingSettings,
     QueueSettings,
     RoutingSettings,
@@ -133,11 +134,13 @@ class RouterConfig:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     queue: Mapping[str, Any] | None = None
     source: str | None = None
+    http: Mapping[str, Any] | None = None
 
     def __repr__(self) -> str:
         return (
             f"RouterConfig(destinations={mask(dict(self.destinations))!r}, "
-            f"logging={self.logging!r}, queue={mask(self.queue)!r}, source={self.source!r})"
+            f"logging={self.logging!r}, queue={mask(self.queue)!r}, source={self.source!r}, "
+            f"http={mask(self.http)!r})"
         )
 
     @classmethod
@@ -152,11 +155,11 @@ class RouterConfig:
         problems = _shape_problems(data)
         if problems:  # too deep to walk safely, or keys TOML could not have written
             raise ConfigError(problems, source=source)
-        unknown = sorted(set(data) - {"destinations", "logging", "queue"})
+        unknown = sorted(set(data) - {"destinations", "logging", "queue", "http"})
         if unknown:
             problems.append(
                 f"unknown top-level key(s) {', '.join(unknown)}; "
-                "expected destinations, logging, queue"
+                "expected destinations, logging, queue, http"
             )
         destinations = data.get("destinations", {})
         if not isinstance(destinations, Mapping):
@@ -178,6 +181,14 @@ class RouterConfig:
                 QueueSettings.coerce(queue)
             except ConfigError as exc:
                 problems.extend(exc.problems)
+        http = data.get("http")
+        if http is not None and not isinstance(http, Mapping):
+            problems.append("http: must be a table")
+        elif http is not None and not _mentions_variables(http):
+            try:  # a table with ${VAR} is checked once expanded, by http_settings()
+                HttpSettings.model_validate(http)
+            except ValidationError as exc:
+                problems.extend(_field_problems("http", exc, http))
         if problems:
             raise ConfigError(problems, source=source)
         return cls(
@@ -185,7 +196,26 @@ class RouterConfig:
             logging=logging,
             queue=queue,
             source=source,
+            http=http,
         )
+
+    def http_settings(self, env: Mapping[str, str] | None = None) -> HttpSettings:
+        """The ``[http]`` settings, with ``${VAR}`` expanded from ``env`` (default
+        ``os.environ``); the defaults when the table is absent.
+
+        Raises ``ConfigError`` naming each bad key and each unset variable.
+        """
+        if self.http is None:
+            return HttpSettings()
+        missing: list[str] = []
+        environ = os.environ if env is None else env
+        expanded = interpolate(dict(self.http), environ, "http", missing)
+        if missing:
+            raise ConfigError(missing, source=self.source)
+        try:
+            return HttpSettings.model_validate(expanded)
+        except ValidationError as exc:
+            raise ConfigError(_field_problems("http", exc, expanded), source=self.source) from None
 
     def queue_settings(
         self,

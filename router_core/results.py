@@ -3,11 +3,11 @@ destination in a ``SendReport`` per event, and a ``FlushResult`` from ``flush()`
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Delivery", "DeliveryResult", "FlushResult", "SendReport"]
+__all__ = ["BatchReport", "Delivery", "DeliveryResult", "FlushResult", "SendReport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,10 @@ class SendReport:
     ``results`` is keyed by destination name (from the config). ``skipped`` names enabled
     destinations whose filters did not match the event. ``queued`` is true when the event was
     accepted into the outbox rather than delivered while the caller waited; ``results`` is then
-    empty and ``queued_for`` names the destinations it will be delivered to.
+    empty and ``queued_for`` names the destinations it will be delivered to. ``disabled`` is
+    true when the router is switched off (``Router(disabled=True)``): the event was validated
+    and routed, nothing was sent or stored; ``results`` is empty and ``disabled_for`` names
+    the destinations it would have gone to.
     """
 
     message_id: str
@@ -80,6 +83,8 @@ class SendReport:
     skipped: tuple[str, ...] = ()
     queued: bool = False
     queued_for: tuple[str, ...] = ()
+    disabled: bool = False
+    disabled_for: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -98,6 +103,59 @@ class SendReport:
             "queued_for": list(self.queued_for),
             "results": {name: result.to_dict() for name, result in self.results.items()},
             "skipped": list(self.skipped),
+            "disabled": self.disabled,
+            "disabled_for": list(self.disabled_for),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class BatchReport:
+    """What ``send_many()`` did: one ``SendReport`` per event, in the order given."""
+
+    reports: Sequence[SendReport]
+
+    @property
+    def ok(self) -> bool:
+        """True when every event reached every destination it was routed to."""
+        return all(report.ok for report in self.reports)
+
+    @property
+    def failed(self) -> list[SendReport]:
+        """The reports of events that failed at some destination, in input order."""
+        return [report for report in self.reports if not report.ok]
+
+    def __len__(self) -> int:
+        return len(self.reports)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per destination: how many events were ``delivered``, ``failed`` and ``skipped``
+        (``queued`` and ``disabled`` in those modes)."""
+        counts: dict[str, dict[str, int]] = {}
+
+        def bump(name: str, state: str) -> None:
+            row = counts.setdefault(
+                name, {"delivered": 0, "failed": 0, "skipped": 0, "queued": 0, "disabled": 0}
+            )
+            row[state] += 1
+
+        for report in self.reports:
+            for name, result in report.results.items():
+                bump(name, "delivered" if result.success else "failed")
+            for name in report.skipped:
+                bump(name, "skipped")
+            for name in report.queued_for:
+                bump(name, "queued")
+            for name in report.disabled_for:
+                bump(name, "disabled")
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "events": len(self.reports),
+            "failed": len(self.failed),
+            "counts": self.counts(),
+            "reports": [report.to_dict() for report in self.reports],
         }
 
 

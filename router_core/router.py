@@ -10,29 +10,34 @@ import functools
 import os
 import threading
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
 import httpx
 
+from router_core.batch import Progress, deliver_many, parse_many
 from router_core.config import RouterConfig
 from router_core.delivery import deliver
 from router_core.destination import Destination
-from router_core.errors import RouterClosedError
+from router_core.errors import ConfigError, RouterClosedError
 from router_core.events import Event
 from router_core.http import USER_AGENT
 from router_core.logs import configure_from_settings, get_logger
 from router_core.outbox import Outbox, QueuedDelivery, QueueSettings
 from router_core.plugins import PluginRegistry, default_registry
 from router_core.response_cap import cap_response_body
-from router_core.results import DeliveryResult, FlushResult, SendReport
+from router_core.results import BatchReport, DeliveryResult, FlushResult, SendReport
 from router_core.runtime import LoopThread
+from router_core.secrets import register_secret
+from router_core.shortcuts import EventShortcuts
 from router_core.targets import Target
 
-__all__ = ["Router"]
+__all__ = ["DISABLED_ENV_VAR", "Router"]
 
-_POOL_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=32)
+DISABLED_ENV_VAR = "EVENT_ROUTER_DISABLED"
+"""Set to 1 (true, yes, on) to switch every router off, as ``Router(disabled=True)``."""
+
 # Only what cap_response_body can inflate within its cap (httpx would add br and zstd when
 # their libraries are installed).
 _ACCEPT_ENCODING = "gzip, deflate"
@@ -42,7 +47,7 @@ _CLIENT_CLOSE_S = 1.0
 _LOOP_STOP_S = 1.0
 
 
-class Router:
+class Router(EventShortcuts):
     """Routes events to destinations.
 
     Build it from a TOML file with ``Router.from_config(path)``, or in code with a mapping of
@@ -56,6 +61,15 @@ class Router:
     ``queue`` turns on queued delivery (``QueueSettings`` or a mapping of the ``[queue]`` keys;
     by default the config's ``[queue]`` table): ``send()`` then returns once the event is
     recorded in the outbox, and a background worker delivers it (see docs/delivery.md).
+
+    ``disabled=True`` (or ``EVENT_ROUTER_DISABLED=1``) switches the router off, as the SDKs'
+    ``send=False``: events are validated and routed, nothing is sent or stored (no outbox is
+    opened), and every report has ``disabled=True``.
+
+    ``http_client`` is the app's own ``httpx.AsyncClient`` (proxies, certificates, transports
+    of its choosing); the router uses it on its own loop thread, so give it a client no other
+    event loop uses, and the router does not close it. The router adds its response-body cap
+    to the client's response hooks. Without it the client is built from the ``[http]`` table.
     """
 
     def __init__(
@@ -65,7 +79,14 @@ class Router:
         plugins: PluginRegistry | None = None,
         env: Mapping[str, str] | None = None,
         queue: QueueSettings | Mapping[str, Any] | None = None,
+        disabled: bool | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ) -> None:
+        if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
+            raise TypeError(
+                f"http_client must be an httpx.AsyncClient, not {type(http_client).__name__} "
+                "(the router delivers from asyncio)"
+            )
         if isinstance(destinations, RouterConfig):
             config = destinations
         else:
@@ -73,6 +94,11 @@ class Router:
         self._config = config
         self._registry = plugins if plugins is not None else default_registry()
         self._resolved = config.resolve(self._registry, env)
+        self._http = config.http_settings(env)
+        if (password := self._http.proxy_password()) is not None:
+            register_secret(password)
+        self._given_client = http_client
+        self._disabled = _disabled(disabled, env)
         # With no filters anywhere every event goes everywhere: _route() need not ask each one.
         self._unfiltered: tuple[str, ...] | None = None
         if all(d.routing.types is None and d.routing.events is None for d in self._resolved):
@@ -87,7 +113,7 @@ class Router:
         self._queue: QueuedDelivery | None = None
         self._exit_hook: functools.partial[None] | None = None
         queue_settings = config.queue_settings(env, queue)
-        if queue_settings is not None:
+        if queue_settings is not None and not self._disabled:
             self._queue = QueuedDelivery(
                 queue_settings,
                 runtime=self._runtime,
@@ -111,10 +137,19 @@ class Router:
         plugins: PluginRegistry | None = None,
         env: Mapping[str, str] | None = None,
         queue: QueueSettings | Mapping[str, Any] | None = None,
+        disabled: bool | None = None,
+        http_client: httpx.AsyncClient | None = None,
     ) -> Router:
         """Build a router from a TOML config file (see the README's config reference)."""
         config = path if isinstance(path, RouterConfig) else RouterConfig.load(path)
-        return cls(config, plugins=plugins, env=env, queue=queue)
+        return cls(
+            config,
+            plugins=plugins,
+            env=env,
+            queue=queue,
+            disabled=disabled,
+            http_client=http_client,
+        )
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -135,6 +170,11 @@ class Router:
     def queued(self) -> bool:
         """True in queued mode (``send()`` records events in an outbox)."""
         return self._queue is not None
+
+    @property
+    def disabled(self) -> bool:
+        """True when the router is switched off: it validates events and sends nothing."""
+        return self._disabled
 
     @property
     def queue_settings(self) -> QueueSettings | None:
@@ -161,6 +201,8 @@ class Router:
         the outbox has no room (see ``[queue] when_full``).
         """
         parsed = self._accept(event)
+        if self._disabled:
+            return self._disabled_report(parsed)
         if self._queue is not None:
             return self._enqueue(self._queue, parsed)
         try:
@@ -171,6 +213,8 @@ class Router:
     async def asend(self, event: Event | Mapping[str, Any]) -> SendReport:
         """``send()`` for asyncio code: awaits the results without blocking the caller's loop."""
         parsed = self._accept(event)
+        if self._disabled:
+            return self._disabled_report(parsed)
         if self._queue is not None:
             # Writing to disk (and waiting for room) happens off the caller's loop.
             return await asyncio.to_thread(self._enqueue, self._queue, parsed)
@@ -182,6 +226,70 @@ class Router:
             if pending.cancelled() and not (task is not None and task.cancelling()):
                 raise _closed_while_sending() from None
             raise  # the caller's own task was cancelled
+
+    def send_many(
+        self, events: Sequence[Event | Mapping[str, Any]], *, progress: Progress | None = None
+    ) -> BatchReport:
+        """Send many events, one request per vendor-limit chunk per destination; wait.
+
+        Every event is validated first: an invalid one raises ``InvalidEventError`` naming
+        its index, and nothing is sent. Chunks follow each plugin's ``BatchLimits``; a chunk
+        refused permanently is split to find the events at fault (see docs/delivery.md).
+        ``progress(n)`` is told, from the router's thread, each time ``n`` more
+        (event, destination) deliveries end. In queued mode each event is enqueued.
+        """
+        parsed = self._accept_many(events)
+        if self._disabled or self._queue is not None:
+            return BatchReport([self._settle_now(event) for event in parsed])
+        try:
+            return BatchReport(self._runtime.run(self._fan_out_many(parsed, progress)))
+        except concurrent.futures.CancelledError:
+            raise _closed_while_sending() from None
+
+    async def asend_many(
+        self, events: Sequence[Event | Mapping[str, Any]], *, progress: Progress | None = None
+    ) -> BatchReport:
+        """``send_many()`` for asyncio code, without blocking the caller's loop."""
+        parsed = self._accept_many(events)
+        if self._disabled or self._queue is not None:
+            return BatchReport(await asyncio.to_thread(lambda: list(map(self._settle_now, parsed))))
+        pending = self._runtime.submit(self._fan_out_many(parsed, progress))
+        try:
+            reports = await asyncio.wrap_future(pending)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if pending.cancelled() and not (task is not None and task.cancelling()):
+                raise _closed_while_sending() from None
+            raise
+        return BatchReport(reports)
+
+    def _accept_many(self, events: Sequence[Event | Mapping[str, Any]]) -> list[Event]:
+        if self._closed:
+            raise RouterClosedError("this router is closed; build a new one to send more")
+        return parse_many(events)
+
+    def _settle_now(self, event: Event) -> SendReport:
+        """Disabled or queued: what ``send()`` returns without waiting for a destination."""
+        if self._disabled:
+            return self._disabled_report(event)
+        assert self._queue is not None
+        return self._enqueue(self._queue, event)
+
+    def _disabled_report(self, event: Event) -> SendReport:
+        chosen, skipped = self._route(event)
+        return SendReport(
+            message_id=event.message_id,
+            results={},
+            skipped=skipped,
+            disabled=True,
+            disabled_for=chosen,
+        )
+
+    async def _fan_out_many(
+        self, events: list[Event], progress: Progress | None
+    ) -> list[SendReport]:
+        routes = [self._route(event) for event in events]
+        return await deliver_many(self._ensure_targets(), events, routes, progress)
 
     def _route(self, event: Event) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Names of the destinations ``event`` goes to, and of those whose filters skip it."""
@@ -243,12 +351,7 @@ class Router:
         # Runs on the router's loop: the client must be created on the loop that uses it.
         if self._client is None or self._pid != os.getpid():
             self._pid = os.getpid()
-            self._client = httpx.AsyncClient(
-                limits=_POOL_LIMITS,
-                headers={"User-Agent": USER_AGENT, "Accept-Encoding": _ACCEPT_ENCODING},
-                # A hostile answer cannot make the client buffer more than a bounded body.
-                event_hooks={"response": [cap_response_body]},
-            )
+            self._client = self._new_client()
             log = get_logger("event_router.delivery")
             self._targets = [
                 Target(
@@ -265,6 +368,22 @@ class Router:
                 for cfg in self._resolved
             ]
         return self._targets
+
+    def _new_client(self) -> httpx.AsyncClient:
+        given = self._given_client
+        if given is not None:
+            # A hostile answer cannot make the client buffer more than a bounded body, the
+            # app's client included (its own hooks run first, as it registered them first).
+            hooks = given.event_hooks
+            if cap_response_body not in hooks["response"]:
+                given.event_hooks = {**hooks, "response": [*hooks["response"], cap_response_body]}
+            return given
+        return httpx.AsyncClient(
+            **self._http.client_options(),
+            headers={"User-Agent": USER_AGENT, "Accept-Encoding": _ACCEPT_ENCODING},
+            # A hostile answer cannot make the client buffer more than a bounded body.
+            event_hooks={"response": [cap_response_body]},
+        )
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -288,6 +407,8 @@ class Router:
                 self._queue.close(timeout)
         finally:
             client, self._client = self._client, None
+            if client is self._given_client:
+                client = None  # the app's: it closes it
             if client is not None and self._pid == os.getpid():
                 # RuntimeError: the loop is already gone (interpreter exit), or this is the
                 # loop's own thread; TimeoutError: the loop is stuck in a blocking call.
@@ -305,6 +426,17 @@ class Router:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _disabled(given: bool | None, env: Mapping[str, str] | None) -> bool:
+    if given is not None:
+        return given
+    raw = (os.environ if env is None else env).get(DISABLED_ENV_VAR, "").strip().lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError([f"{DISABLED_ENV_VAR}={raw!r}: expected 1 or 0 (true/false, yes/no, on/off)"])
 
 
 def _closed_while_sending() -> RouterClosedError:

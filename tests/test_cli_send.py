@@ -56,6 +56,11 @@ def invoke(
     return CliRunner().invoke(main, args, input=input, env=environ)
 
 
+def json_lines(stdout: str) -> list[dict[str, Any]]:
+    """``send --file --json`` output: one JSON report per line."""
+    return [json.loads(line) for line in stdout.splitlines()]
+
+
 def assert_bad_input(result: Result, *fragments: str) -> None:
     """Exit 2, exactly one line on stderr naming the problem, nothing on stdout, no traceback."""
     assert result.exit_code == 2, result.output
@@ -151,7 +156,7 @@ def test_send_json_lines_file_gives_one_report_per_event(
     result = invoke(["send", "-c", str(config), "--file", str(path), "--json"])
 
     assert result.exit_code == 0, result.output
-    reports = json.loads(result.stdout)["reports"]
+    reports = json_lines(result.stdout)
     assert [r["message_id"] for r in reports] == [M1, M2, M3]
     assert all(r["ok"] for r in reports)
     assert sorted(sandbox.segment.message_ids()) == [M1, M2, M3]
@@ -164,11 +169,11 @@ def test_send_reads_one_json_event_from_stdin(config: Path, sandbox: Sandbox) ->
 
     assert result.exit_code == 0, result.output
     assert sandbox.segment.message_ids() == [M1]
-    # Human output: a table naming each destination and its status.
-    assert "page 'Pricing'" in result.stdout
-    assert "segment" in result.stdout
-    assert "posthog" in result.stdout
-    assert "200" in result.stdout
+    # Human output: a summary counting what each destination delivered.
+    assert "1 event" in result.stdout
+    rows = [line.split() for line in result.stdout.splitlines()]
+    assert any(row[1:4] == ["segment", "│", "1"] for row in rows if len(row) > 3), result.stdout
+    assert any(row[1:4] == ["posthog", "│", "1"] for row in rows if len(row) > 3), result.stdout
 
 
 def test_a_failed_destination_exits_1_and_the_other_still_delivers(
@@ -202,7 +207,8 @@ def test_human_output_shows_the_error_and_exits_1(config: Path, sandbox: Sandbox
 
 
 def test_one_failed_event_of_several_exits_1(config: Path, sandbox: Sandbox) -> None:
-    sandbox.segment.faults.set(statuses=[400])
+    # The batch of both is refused, then A alone: splitting finds the event at fault.
+    sandbox.segment.faults.set(statuses=[400, 400])
     lines = [
         json.dumps({"type": "track", "event": "A", "user_id": "u1"}),
         json.dumps({"type": "track", "event": "B", "user_id": "u1"}),
@@ -211,8 +217,9 @@ def test_one_failed_event_of_several_exits_1(config: Path, sandbox: Sandbox) -> 
     result = invoke(["send", "-c", str(config), "-f", "-", "--json"], input="\n".join(lines))
 
     assert result.exit_code == 1
-    reports = json.loads(result.stdout)["reports"]
+    reports = json_lines(result.stdout)
     assert [r["ok"] for r in reports] == [False, True]
+    assert sandbox.segment.requests == 3  # the pair, then each alone
 
 
 BAD_OPTIONS: list[tuple[list[str], tuple[str, ...]]] = [
@@ -428,3 +435,25 @@ def test_an_unusable_config_exits_2_with_one_line(tmp_path: Path, toml: str, fra
     assert_bad_input(
         invoke(["send", "-c", str(path), "--event", "X", "--user-id", "u"]), str(path), fragment
     )
+
+
+def test_five_thousand_events_print_one_screen(
+    config: Path, sandbox: Sandbox, tmp_path: Path
+) -> None:
+    path = tmp_path / "many.jsonl"
+    lines = (
+        json.dumps({"type": "track", "event": "Bulk", "user_id": f"u{i}"}) for i in range(5000)
+    )
+    path.write_text("\n".join(lines), encoding="utf-8")
+
+    result = invoke(["send", "-c", str(config), "--file", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert len(result.output.splitlines()) < 15, result.output
+    assert "5000 events" in result.stdout
+    assert len(sandbox.posthog.events) == 5000
+    assert len(sandbox.segment.events) == 5000
+    assert sandbox.posthog.requests == 5  # PostHog takes 1000 events a request
+
+    as_json = invoke(["send", "-c", str(config), "--file", str(path), "--json"])
+    assert len(json_lines(as_json.stdout)) == 5000

@@ -16,6 +16,7 @@ from router_core.cli.options import (
     verbose_option,
 )
 from router_core.cli.output import console, event_title, print_json, print_report
+from router_core.cli.summary import PROGRESS_MIN, print_batch_summary, send_progress
 from router_core.config import RouterConfig
 from router_core.errors import InvalidEventError
 from router_core.events import Event, EventType
@@ -62,7 +63,10 @@ _JSON_FIELDS = ("properties", "traits", "context")
     "--file",
     "file",
     type=click.File("r", encoding="utf-8"),
-    help="Read events from a file ('-' for stdin): one JSON event, a JSON array, or JSON lines.",
+    help=(
+        "Read events from a file ('-' for stdin): one JSON event, a JSON array, or JSON lines. "
+        "Sent in batches; prints a summary (--json: one JSON line per event)."
+    ),
 )
 @click.option(
     "-c",
@@ -82,7 +86,7 @@ def send(
     verbose: bool,
     **fields: str | None,
 ) -> int:
-    """Send events to every enabled destination and show each destination's result.
+    """Send events to every enabled destination; a result table, or a summary for --file.
 
     \b
     event-router send --event "Order Completed" --user-id user_12345 \\
@@ -105,6 +109,8 @@ def send(
 
     config = RouterConfig.load(config_path)
     setup_logging(verbose, config.logging)
+    if file is not None:
+        return _send_file(config, events, as_json)
     with Router(config, plugins=plugin_registry()) as router:
         reports = [router.send(event) for event in events]
 
@@ -114,6 +120,20 @@ def send(
     else:
         _print_human(events, reports)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _send_file(config: RouterConfig, events: list[Event], as_json: bool) -> int:
+    """Send a file's events with ``send_many``: a summary, or one JSON line per event."""
+    with Router(config, plugins=plugin_registry()) as router:
+        total = len(events) * len(router.destinations)
+        with send_progress(total, enabled=not as_json and len(events) >= PROGRESS_MIN) as step:
+            batch = router.send_many(events, progress=step)
+    if as_json:
+        for report in batch.reports:
+            click.echo(json.dumps(report.to_dict(), ensure_ascii=False, default=str))
+    else:
+        print_batch_summary(batch)
+    return EXIT_OK if batch.ok else EXIT_FAILED
 
 
 def _flag(field: str) -> str:

@@ -41,10 +41,10 @@ from router_core.outbox.store import ENVELOPE_BYTES, ClaimedRow, Outbox, estimat
 from router_core.plugins import LoadedPlugin
 from router_core.retry import backoff_delay
 from router_core.settings import QueueSettings
+from router_core.splitting import deliver_splitting
 
 __all__ = ["Clock", "DestinationWorker"]
 
-_SPLITTABLE = frozenset({400, 413})  # answers that may blame one event rather than the batch
 _ERROR_PAUSE_S = 1.0  # after an unexpected error (e.g. the disk is full), before trying again
 _FLUSH_POLL_S = 0.05  # while a flush waits: how often to look for rows other processes free
 # Slack on the horizons of stored times: processes sharing an outbox may have been set up a
@@ -267,31 +267,36 @@ class DestinationWorker:
 
         Returns False when a transient failure paused the destination (stop the round).
         """
-        self._renew()
-        rows = [row for row, _ in batch]
-        outcome = await deliver_batch(
-            self._plugin,
-            self._destination,
-            [event for _, event in batch],
-            first_attempt=max(row.attempts for row in rows) + 1,
-        )
-        if outcome.success:
-            self._ack(rows)
+
+        async def send(part: Sequence[tuple[ClaimedRow, Event]]) -> Outcome:
+            self._renew()
+            return await deliver_batch(
+                self._plugin,
+                self._destination,
+                [event for _, event in part],
+                first_attempt=max(row.attempts for row, _ in part) + 1,
+            )
+
+        def settle(part: Sequence[tuple[ClaimedRow, Event]], outcome: Outcome) -> bool:
+            rows = [row for row, _ in part]
+            if outcome.success:
+                self._ack(rows)
+                return True
+            if outcome.retryable:
+                self._retry(rows, outcome)
+                return False
+            self._dead(rows, outcome)
             return True
-        if outcome.retryable:
-            self._retry(rows, outcome)
-            return False
-        if len(batch) > 1 and (outcome.status_code is None or outcome.status_code in _SPLITTABLE):
-            middle = len(batch) // 2
+
+        def on_split(size: int, outcome: Outcome) -> None:
             self._log.info(
                 "outbox_batch_split",
-                events=len(batch),
+                events=size,
                 status_code=outcome.status_code,
                 error=outcome.error,
             )
-            return await self._send_batch(batch[:middle]) and await self._send_batch(batch[middle:])
-        self._dead(rows, outcome)
-        return True
+
+        return await deliver_splitting(batch, send, settle, on_split)
 
     async def _send_each(self, batch: Sequence[tuple[ClaimedRow, Event]]) -> None:
         """Deliver rows one request each, ``concurrency`` at a time (no ``send_batch``)."""

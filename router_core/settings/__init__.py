@@ -4,6 +4,7 @@
   ``RetrySettings``) and ``DestinationSettings``, the base of each plugin's own model;
 - ``queue``: ``[queue]`` and ``[queue.retry]`` (queued delivery through an outbox);
 - ``logs``: ``[logging]``;
+- ``http``: ``[http]`` (the router's HTTP client: proxy, TLS, pool sizes);
 - ``problems``: pydantic errors as the one-line problems config errors list.
 """
 
@@ -13,6 +14,7 @@ from router_core.settings.destination import (
     RetrySettings,
     RoutingSettings,
 )
+from router_core.settings.http import HttpSettings
 from router_core.settings.logs import LoggingSettings
 from router_core.settings.problems import config_strings, validation_problems, without_echoes
 from router_core.settings.queue import DEFAULT_OUTBOX_PATH, QueueRetrySettings, QueueSettings
@@ -21,6 +23,7 @@ __all__ = [
     "DEFAULT_OUTBOX_PATH",
     "ROUTING_KEYS",
     "DestinationSettings",
+    "HttpSettings",
     "LoggingSettings",
     "QueueRetrySettings",
     "QueueSettings",
