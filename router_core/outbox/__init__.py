@@ -5,6 +5,7 @@ event is recorded in the outbox, and a worker per destination delivers it in bat
 docs/delivery.md.
 """
 
+from router_core.outbox.backends import OutboxBackend
 from router_core.outbox.errors import (
     OutboxDiskFullError,
     OutboxFullError,
@@ -23,6 +24,7 @@ __all__ = [
     "FlushResult",
     "MemoryOutbox",
     "Outbox",
+    "OutboxBackend",
     "OutboxDiskFullError",
     "OutboxFullError",
     "OutboxStats",
