@@ -1,7 +1,8 @@
-"""``[queue] url``: which outbox backend a URL selects, and how to show one without its password.
+"""``[queue] url``: its scheme, SQLite's path in it, and how to show one without its password.
 
 ``sqlite:///relative/path.db`` and ``sqlite:////absolute/path.db`` (SQLAlchemy's spelling)
 name a SQLite file; ``postgresql://`` and ``postgres://`` (libpq's URIs) a PostgreSQL server.
+Which backend a scheme selects is the backends' own say (``router_core.outbox.backends``).
 """
 
 from __future__ import annotations
@@ -13,26 +14,18 @@ from pydantic import SecretStr
 from router_core.secrets import MASK
 
 __all__ = [
-    "BACKEND_OF_SCHEME",
     "DatabaseUrl",
-    "backend_of",
     "mask_url",
     "password_of",
+    "scheme_of",
     "sqlite_path",
 ]
 
-BACKEND_OF_SCHEME = {"sqlite": "sqlite", "postgresql": "postgres", "postgres": "postgres"}
-"""URL scheme -> ``[queue] backend``."""
 
-
-def _scheme(url: str) -> str:
+def scheme_of(url: str) -> str:
+    """``url``'s scheme, lowercase (``""`` when it has no ``scheme://``)."""
     scheme, sep, _ = url.partition("://")
     return scheme.lower() if sep else ""
-
-
-def backend_of(url: str) -> str | None:
-    """The backend ``url``'s scheme selects, or ``None`` for a scheme no backend serves."""
-    return BACKEND_OF_SCHEME.get(_scheme(url))
 
 
 def sqlite_path(url: str) -> str:

@@ -25,9 +25,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import threading
-import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -35,8 +33,7 @@ from typing import TYPE_CHECKING, NoReturn
 import pytest
 
 from router_core.dburl import mask_url
-from router_core.limits import BatchLimits
-from router_core.outbox.store import ClaimedRow, OutboxStats
+from router_core.testing.outbox_contract import ClockedOutbox as ClockedOutboxBase
 
 if TYPE_CHECKING:  # imported lazily: without psycopg these tests skip, the others still run
     from router_core.outbox.postgres import PostgresOutbox
@@ -206,20 +203,18 @@ def pg_outbox(postgres_url: str, pg_schema: str) -> Iterator[PostgresOutbox]:
     outbox.close()
 
 
-class ClockedOutbox:
-    """A ``PostgresOutbox`` driven by the contract tests' made-up clock.
+class ClockedOutbox(ClockedOutboxBase):
+    """A ``PostgresOutbox`` driven by the contract suite's made-up clock.
 
-    The contract tests pass times (``now=NOW + 31``) to say that time went on. A PostgreSQL
-    outbox reads only the server's clock, so when ``now`` moves on by some seconds this moves
-    every time stored in the outbox back by as much: to the outbox, exactly as if the
-    server's clock had moved on. Everything else goes straight to the real outbox.
+    A PostgreSQL outbox reads only the server's clock, so when the suite's ``now`` moves on by
+    some seconds this moves every time stored in the outbox back by as much: to the outbox,
+    exactly as if the server's clock had moved on.
     """
 
     def __init__(self, inner: PostgresOutbox, url: str) -> None:
         import psycopg
 
-        self.inner = inner
-        self._clock: float | None = None
+        super().__init__(inner)
         self._conn = psycopg.connect(url, autocommit=True)
         schema = f'"{inner.schema}"'
         back = "- %(s)s * interval '1 second'"
@@ -230,134 +225,12 @@ class ClockedOutbox:
             f"UPDATE {schema}.events SET created_at = created_at {back}",
         ]
 
-    def _at(self, now: float) -> None:
-        if self._clock is not None and now != self._clock:
-            for statement in self._shift:
-                self._conn.execute(statement, {"s": now - self._clock})
-        self._clock = now
-
-    @property
-    def location(self) -> str:
-        return self.inner.location
-
-    @property
-    def lock(self) -> threading.Lock:
-        return self.inner.lock
-
-    def enqueue(
-        self,
-        message_id: str,
-        payload: str,
-        destinations: Sequence[str],
-        *,
-        now: float,
-        max_events: int | None,
-        max_bytes: int | None,
-    ) -> tuple[str, int, int] | None:
-        self._at(now)
-        return self.inner.enqueue(
-            message_id, payload, destinations, now=now, max_events=max_events, max_bytes=max_bytes
-        )
-
-    def claim(
-        self,
-        destination: str,
-        *,
-        limits: BatchLimits,
-        batch_size: int,
-        token: str,
-        now: float,
-        lease_until: float,
-    ) -> list[ClaimedRow]:
-        self._at(now)
-        return self.inner.claim(
-            destination,
-            limits=limits,
-            batch_size=batch_size,
-            token=token,
-            now=now,
-            lease_until=lease_until,
-        )
-
-    def extend(self, destination: str, token: str, lease_until: float) -> None:
-        # extend() measures the lease from this machine's clock: hand it the same length.
-        assert self._clock is not None
-        self.inner.extend(destination, token, time.time() + (lease_until - self._clock))
-
-    def ack(self, destination: str, token: str, event_ids: Sequence[int]) -> None:
-        self.inner.ack(destination, token, event_ids)
-
-    def retry(
-        self,
-        destination: str,
-        token: str,
-        event_ids: Sequence[int],
-        *,
-        next_attempt_at: float,
-        error: str,
-        status_code: int | None,
-        now: float,
-    ) -> None:
-        self._at(now)
-        self.inner.retry(
-            destination,
-            token,
-            event_ids,
-            next_attempt_at=next_attempt_at,
-            error=error,
-            status_code=status_code,
-            now=now,
-        )
-
-    def dead(
-        self,
-        destination: str,
-        token: str,
-        event_ids: Sequence[int],
-        *,
-        error: str,
-        status_code: int | None,
-        now: float,
-    ) -> None:
-        self._at(now)
-        self.inner.dead(
-            destination, token, event_ids, error=error, status_code=status_code, now=now
-        )
-
-    def release(self, destination: str, token: str) -> None:
-        self.inner.release(destination, token)
-
-    def pending(self, destinations: Sequence[str], up_to: int | None = None) -> dict[str, int]:
-        return self.inner.pending(destinations, up_to)
-
-    def any_pending(self, destinations: Sequence[str], up_to: int | None = None) -> bool:
-        return self.inner.any_pending(destinations, up_to)
-
-    def dead_counts(self, destinations: Sequence[str]) -> dict[str, int]:
-        return self.inner.dead_counts(destinations)
-
-    def high_water(self) -> int:
-        return self.inner.high_water()
-
-    def stats(self, now: float) -> OutboxStats:
-        self._at(now)
-        return self.inner.stats(now)
-
-    def replay(self, destination: str | None, now: float) -> int:
-        self._at(now)
-        return self.inner.replay(destination, now)
-
-    def purge(self, *, dead_only: bool, destination: str | None) -> int:
-        return self.inner.purge(dead_only=dead_only, destination=destination)
-
-    def checkpoint(self) -> None:
-        self.inner.checkpoint()
-
-    def after_fork(self) -> None:
-        self.inner.after_fork()
+    def move_stored_times_back(self, seconds: float) -> None:
+        for statement in self._shift:
+            self._conn.execute(statement, {"s": seconds})
 
     def close(self) -> None:
-        self.inner.close()
+        super().close()
         self._conn.close()
 
 
@@ -365,7 +238,8 @@ class ClockedOutbox:
 def clocked_postgres_outbox(
     postgres_url: str, pg_outbox: PostgresOutbox
 ) -> Iterator[ClockedOutbox]:
-    """The PostgreSQL outbox for the shared contract suite (tests/test_outbox_store.py)."""
+    """The PostgreSQL outbox for the contract suite (router_core.testing.outbox_contract),
+    as tests/test_outbox_store.py runs it."""
     clocked = ClockedOutbox(pg_outbox, postgres_url)
     yield clocked
     clocked.close()

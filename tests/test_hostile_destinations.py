@@ -35,9 +35,7 @@ from router_core import (
 )
 from router_core.limits import BatchLimits
 from router_core.outbox import worker
-from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.sqlite import SQLiteOutbox
-from router_core.outbox.store import Outbox
 
 WAIT = 20.0  # generous bound on every flush; the tests finish far sooner
 CHUNK = 64 * 1024
@@ -528,72 +526,3 @@ def test_a_backoff_scheduled_before_the_clock_stepped_back_survives_a_restart(
         result = router.flush(timeout=WAIT)
     assert result.complete, result
     assert plugin.calls == 2
-
-
-@pytest.fixture(params=["sqlite", "memory"])
-def outbox(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Outbox]:
-    store: Outbox = (
-        SQLiteOutbox(tmp_path / "outbox.db") if request.param == "sqlite" else MemoryOutbox()
-    )
-    yield store
-    store.close()
-
-
-def _stored(outbox: Outbox, now: float, count: int = 1) -> None:
-    payload = Event.track("E", user_id="u1").model_dump_json()
-    for n in range(count):
-        outbox.enqueue(f"m{n}", payload, ["d"], now=now, max_events=None, max_bytes=None)
-
-
-def test_claim_takes_rows_scheduled_past_the_horizon(outbox: Outbox) -> None:
-    t = 1_000_000.0
-    _stored(outbox, t, 2)
-    [first, second] = outbox.claim(
-        "d", limits=LIMITS, batch_size=10, token="a", now=t, lease_until=t + 60
-    )
-    outbox.retry(
-        "d", "a", [first.event_id], next_attempt_at=t + 10, error="503", status_code=503, now=t
-    )
-    outbox.retry(
-        "d", "a", [second.event_id], next_attempt_at=t + 5000, error="503", status_code=503, now=t
-    )
-    # The clock is back at t: the first row waits its backoff, the second is implausibly far
-    # ahead (the longest backoff is 300 s) and was scheduled before the clock stepped back.
-    taken = outbox.claim(
-        "d",
-        limits=LIMITS,
-        batch_size=10,
-        token="b",
-        now=t,
-        lease_until=t + 60,
-        schedule_horizon=t + 305,
-        lease_horizon=t + 65,
-    )
-    assert [r.event_id for r in taken] == [second.event_id]
-    # Without horizons every stored time is trusted.
-    outbox.release("d", "b")
-    assert (
-        outbox.claim("d", limits=LIMITS, batch_size=10, token="c", now=t, lease_until=t + 60) == []
-    )
-
-
-def test_claim_takes_rows_whose_lease_ends_past_the_horizon(outbox: Outbox) -> None:
-    t = 1_000_000.0
-    _stored(outbox, t, 2)
-    [first, second] = outbox.claim(
-        "d", limits=LIMITS, batch_size=1, token="a", now=t, lease_until=t + 60
-    ) + outbox.claim("d", limits=LIMITS, batch_size=1, token="b", now=t, lease_until=t + 3660)
-    # One hour later the clock steps back an hour: "a" still holds a live 60 s lease, "b"'s
-    # lease runs past anything a worker takes (written before the step).
-    taken = outbox.claim(
-        "d",
-        limits=LIMITS,
-        batch_size=10,
-        token="c",
-        now=t,
-        lease_until=t + 60,
-        schedule_horizon=t + 305,
-        lease_horizon=t + 65,
-    )
-    assert [r.event_id for r in taken] == [second.event_id]
-    assert first.event_id != second.event_id

@@ -777,7 +777,7 @@ def test_a_forked_child_uses_connections_of_its_own(
     if pid == 0:  # the child: a new pool; the parent's sockets are left alone
         code = 1
         try:
-            pg_outbox.after_fork()
+            pg_outbox.after_fork_in_child()
             code = 0 if put(pg_outbox, 1) == 1 else 1
         finally:
             os._exit(code)

@@ -10,6 +10,7 @@ from router_core.errors import (
     OutboxFullError,
     OutboxUnavailableError,
 )
+from router_core.outbox.backends import OutboxBackend
 from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.queue import QueuedDelivery, open_outbox
 from router_core.outbox.sqlite import SQLiteOutbox
@@ -22,6 +23,7 @@ __all__ = [
     "ClaimedRow",
     "MemoryOutbox",
     "Outbox",
+    "OutboxBackend",
     "OutboxDiskFullError",
     "OutboxFullError",
     "OutboxStats",

@@ -55,8 +55,12 @@ class MemoryOutbox:
         return ":memory:"
 
     @property
-    def lock(self) -> threading.Lock:
-        return self._lock
+    def durable(self) -> bool:
+        return False
+
+    @property
+    def housekeeping_interval(self) -> None:
+        return None
 
     def enqueue(
         self,
@@ -165,14 +169,7 @@ class MemoryOutbox:
         status_code: int | None,
         now: float,
     ) -> None:
-        with self._lock:
-            rows = self._rows.get(destination, {})
-            for event_id in self._held(destination, token, event_ids):
-                row = rows[event_id]
-                row.attempts += 1
-                row.next_attempt_at = next_attempt_at
-                row.token = row.claimed_until = None
-                row.last_error, row.last_status = error, status_code
+        self._settle(destination, token, event_ids, error, status_code, retry_at=next_attempt_at)
 
     def dead(
         self,
@@ -184,12 +181,29 @@ class MemoryOutbox:
         status_code: int | None,
         now: float,
     ) -> None:
+        self._settle(destination, token, event_ids, error, status_code, retry_at=None)
+
+    def _settle(
+        self,
+        destination: str,
+        token: str,
+        event_ids: Sequence[int],
+        error: str,
+        status_code: int | None,
+        *,
+        retry_at: float | None,
+    ) -> None:
+        """A failed attempt on claimed rows: count it, record the error, release the claim,
+        and retry at ``retry_at`` (``None``: dead-letter)."""
         with self._lock:
             rows = self._rows.get(destination, {})
             for event_id in self._held(destination, token, event_ids):
                 row = rows[event_id]
                 row.attempts += 1
-                row.state = "dead"
+                if retry_at is None:
+                    row.state = "dead"
+                else:
+                    row.next_attempt_at = retry_at
                 row.token = row.claimed_until = None
                 row.last_error, row.last_status = error, status_code
 
@@ -278,7 +292,16 @@ class MemoryOutbox:
     def checkpoint(self) -> None:
         """Nothing to do in memory."""
 
-    def after_fork(self) -> None:
+    def trim(self) -> None:
+        """Nothing to give back: delivered events are already gone."""
+
+    def before_fork(self) -> None:
+        """Nothing to hold: the child empties the outbox and makes a new lock."""
+
+    def after_fork_in_parent(self) -> None:
+        """Nothing was held."""
+
+    def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()
         self._events.clear()
         self._rows.clear()

@@ -21,9 +21,8 @@ from collections.abc import Sequence
 from router_core.errors import OutboxFullError, RouterError
 from router_core.events import Event
 from router_core.logs import get_logger
-from router_core.outbox.memory import MemoryOutbox
+from router_core.outbox.backends import get_backend
 from router_core.outbox.recent import RecentEvents
-from router_core.outbox.sqlite import SQLiteOutbox
 from router_core.outbox.store import Outbox
 from router_core.outbox.worker import DestinationWorker
 from router_core.results import FlushResult
@@ -41,21 +40,12 @@ _STOP_GRACE_S = 2.0  # after the drain: how long a request in flight may take to
 # Events kept validated for this process's workers (about 2 KB each): enough for the workers
 # to find every event in a burst they are catching up on, small next to a large backlog.
 _RECENT_EVENTS = 10_000
-_CHECKPOINT_S = 0.25  # how often the write-ahead log is copied into the database file
 
 
 def open_outbox(settings: QueueSettings) -> Outbox:
-    """The outbox ``settings`` describe (the SQLite file, or the PostgreSQL schema, is created
-    when missing)."""
-    if settings.backend == "memory":
-        return MemoryOutbox()
-    if settings.backend == "postgres":
-        assert settings.url is not None  # QueueSettings requires it for this backend
-        # Imported here: psycopg is an optional extra (the import says how to install it).
-        from router_core.outbox.postgres import PostgresOutbox  # noqa: PLC0415
-
-        return PostgresOutbox(settings.url.get_secret_value(), schema=settings.schema_name)
-    return SQLiteOutbox(settings.path, synchronous=settings.synchronous)
+    """The outbox ``settings`` describe, opened by its registered backend (the SQLite file, or
+    the PostgreSQL schema, is created when missing)."""
+    return get_backend(settings.backend).open(settings)
 
 
 class QueuedDelivery:
@@ -83,7 +73,6 @@ class QueuedDelivery:
         self._progress = threading.Condition()
         self._flushing = 0
         self._closed = False
-        self._fork_held: list[threading.Lock] = []
         self._recent = RecentEvents(_RECENT_EVENTS)
         _live.add(self)
 
@@ -120,18 +109,18 @@ class QueuedDelivery:
                 worker.run(), name=f"event-router-outbox-{destination.name}"
             )
             self._workers[destination.name] = worker
-        if isinstance(self.outbox, SQLiteOutbox):
+        interval = self.outbox.housekeeping_interval
+        if interval is not None:
             self._housekeeper = asyncio.create_task(
-                self._checkpoints(), name="event-router-outbox-checkpoint"
+                self._checkpoints(interval), name="event-router-outbox-checkpoint"
             )
 
-    async def _checkpoints(self) -> None:
-        """Checkpoint the outbox now and then, in a worker thread: not in send()'s commits.
-
-        Nothing ends this loop but stopping: without it the write-ahead log would only grow.
-        """
+    async def _checkpoints(self, interval: float) -> None:
+        """The outbox's housekeeping every ``interval`` seconds, in a worker thread: never on
+        send()'s path. Nothing ends this loop but stopping (SQLite's write-ahead log would
+        only grow without it)."""
         while True:
-            await asyncio.sleep(_CHECKPOINT_S)
+            await asyncio.sleep(interval)
             try:
                 await asyncio.to_thread(self.outbox.checkpoint)
             except (RouterError, RuntimeError) as exc:  # disk full, file gone, closing: later
@@ -226,8 +215,8 @@ class QueuedDelivery:
             dead=self.outbox.dead_counts(names),
             timed_out=timed_out,
         )
-        if result.complete and isinstance(self.outbox, SQLiteOutbox):
-            # Everything went: leave the write-ahead log small rather than at its peak size.
+        if result.complete:
+            # Everything went: leave the storage small rather than at its peak size.
             try:
                 self.outbox.trim()
             except RouterError as exc:  # busy, or the disk is full: the housekeeper retries
@@ -287,7 +276,7 @@ class QueuedDelivery:
         if result.complete:
             return
         left = {name: count for name, count in result.pending.items() if count}
-        if isinstance(self.outbox, MemoryOutbox):
+        if not self.outbox.durable:
             log.error("outbox_events_lost", pending=left, outbox=self.outbox.location)
         else:
             log.warning(
@@ -300,23 +289,13 @@ class QueuedDelivery:
     # -- fork -----------------------------------------------------------------------------
 
     def _before_fork(self) -> None:
-        # No thread of ours may be inside SQLite when the process forks (a mutex held by a
-        # thread the child does not have would hang the child): neither a send() or a worker
-        # (the outbox lock) nor a background checkpoint (its own lock, always taken second).
-        locks = [self.outbox.lock]
-        if isinstance(self.outbox, SQLiteOutbox):
-            locks.append(self.outbox.checkpoint_lock)
-        for lock in locks:
-            if lock.acquire(timeout=10):
-                self._fork_held.append(lock)
+        # The outbox takes whatever locks a thread of ours could hold inside it mid-fork.
+        self.outbox.before_fork()
 
     def _after_fork_in_parent(self) -> None:
-        held, self._fork_held = self._fork_held, []
-        for lock in reversed(held):
-            lock.release()
+        self.outbox.after_fork_in_parent()
 
     def _after_fork_in_child(self) -> None:
-        self._fork_held = []
         self._workers = {}  # they ran on the parent's loop, which does not exist here
         self._housekeeper = None
         self._started_pid = None
@@ -324,7 +303,7 @@ class QueuedDelivery:
         self._progress = threading.Condition()
         self._flushing = 0
         self._recent = RecentEvents(_RECENT_EVENTS)  # the parent's lock may be held
-        self.outbox.after_fork()
+        self.outbox.after_fork_in_child()
 
 
 def _full_error(

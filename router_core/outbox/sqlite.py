@@ -49,7 +49,7 @@ from router_core.errors import OutboxDiskFullError, OutboxUnavailableError
 from router_core.limits import BatchLimits
 from router_core.logs import get_logger
 from router_core.outbox.filecheck import check_location, explain, identity, room
-from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
+from router_core.outbox.store import ClaimedRow, ForkLocks, OutboxStats, plan_batch
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteOutbox"]
 
@@ -134,6 +134,7 @@ _AUTOCHECKPOINT_PAGES = 16384
 WAL_LIMIT_BYTES = 4 * 1024**2
 _CHECK_S = 0.01  # how often the path and the disk are looked at (a stat and a statvfs, ~5 µs)
 _CHUNK = 500  # ids per IN (...) list, well under SQLite's variable limit
+_CHECKPOINT_S = 0.25  # how often the queue has the write-ahead log copied into the database
 
 # Connections inherited across fork() are never used or closed in the child (SQLite forbids
 # it); keeping a reference stops the garbage collector from closing them.
@@ -162,6 +163,7 @@ class SQLiteOutbox:
         self._low_space: str | None = None  # why send() refuses events without trying
         self._disk_full = False  # SQLite said so, and no write went through since
         self._unreleased: set[tuple[str, str]] = set()  # claims release() could not hand back
+        self._fork_locks = ForkLocks()
         with self._lock:
             self._connection()  # fail now, in the constructor, when the file is unusable
 
@@ -170,14 +172,18 @@ class SQLiteOutbox:
         return str(self._path)
 
     @property
-    def lock(self) -> threading.Lock:
-        """Held around every use of the connection (fork handlers take it too)."""
-        return self._lock
+    def durable(self) -> bool:
+        return True
 
     @property
-    def checkpoint_lock(self) -> threading.Lock:
-        """Held around every use of the checkpoint connection (fork handlers take it too)."""
-        return self._checkpoint_lock
+    def housekeeping_interval(self) -> float:
+        """The write-ahead log would only grow without a checkpoint now and then."""
+        return _CHECKPOINT_S
+
+    @property
+    def lock(self) -> threading.Lock:
+        """Held around every use of the connection."""
+        return self._lock
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -787,8 +793,18 @@ class SQLiteOutbox:
             except (sqlite3.Error, OSError) as exc:
                 raise self._failed(exc) from exc
 
-    def after_fork(self) -> None:
-        # The locks may have been held by a thread that does not exist in the child.
+    def before_fork(self) -> None:
+        """No thread may be inside SQLite when the process forks (a mutex held by a thread
+        the child does not have would hang the child): neither a send() nor a worker (the
+        connection's lock) nor a checkpoint (its own lock, always taken second)."""
+        self._fork_locks.hold(self._lock, self._checkpoint_lock)
+
+    def after_fork_in_parent(self) -> None:
+        self._fork_locks.release()
+
+    def after_fork_in_child(self) -> None:
+        # The locks were the parent's (held by before_fork()): the child makes its own.
+        self._fork_locks.forget()
         self._lock = threading.Lock()
         self._checkpoint_lock = threading.Lock()
         for conn in (self._conn, self._checkpoint_conn):

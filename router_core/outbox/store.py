@@ -5,6 +5,10 @@ routed to. Rows are ``pending`` until that destination acknowledges them (the ro
 deleted) or they are dead-lettered (``dead``). A worker *claims* rows for a lease before
 sending them, so two processes sharing an outbox never send the same rows, and rows held by
 a process that died become claimable again when the lease runs out.
+
+``Outbox`` is the whole contract an engine implements; ``router_core.testing.outbox_contract``
+is the test suite that checks an engine against it, and ``router_core.outbox.backends`` how an
+engine is registered (docs/delivery.md, "Writing an outbox engine").
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ __all__ = [
     "ENVELOPE_BYTES",
     "STATES",
     "ClaimedRow",
+    "ForkLocks",
     "Outbox",
     "OutboxStats",
     "estimate_bytes",
@@ -101,21 +106,50 @@ class OutboxStats:
 
 
 class Outbox(Protocol):
-    """The storage interface the queue and the worker use (SQLite or in-memory).
+    """Everything the queue (``queue.py``), the workers (``worker.py``) and the CLI need from
+    an outbox engine (SQLite, in-memory, PostgreSQL, or one registered by another package).
 
-    Every method is safe to call from any thread. Times are Unix seconds (``time.time()``), as
-    leases must mean the same in every process sharing the outbox.
+    **Threads.** Every method may be called from any thread, at the same time as any other:
+    ``send()`` calls ``enqueue()`` in the application's threads, the workers call the claim
+    and settle methods from the router's loop thread (and ``asyncio.to_thread``), flushes read
+    counts from the thread that flushes, ``checkpoint()`` runs in a worker thread. Each method
+    is atomic on its own: another process (or thread) sees all of its change or none of it.
+
+    **Time.** Times are Unix seconds (``time.time()``), so that leases mean the same in every
+    process sharing the outbox. An engine with a clock of its own (PostgreSQL uses the
+    database's) may store its own times instead, as long as it takes only *lengths* from the
+    arguments (``lease_until - now``, ``next_attempt_at - now``, ``horizon - now``); what it
+    reports (``ClaimedRow.since``, ``OutboxStats``) is then on its clock.
+
+    **Tokens.** ``claim()`` marks rows with the caller's token; every later change names the
+    token and touches only rows still held under it, so a worker whose lease ran out (and
+    whose rows another worker took) changes nothing.
+
+    **Extending.** New members are added here with a docstring saying who calls them; every
+    engine, and the forwarding wrapper in ``router_core.testing.outbox_contract``, follows.
     """
+
+    # -- what it is ---------------------------------------------------------------------------
 
     @property
     def location(self) -> str:
-        """Where the outbox lives, for messages (a file path or ``":memory:"``)."""
+        """Where the outbox lives, for messages (a file path, ``":memory:"``, a URL with its
+        password masked). Never holds a secret."""
         ...
 
     @property
-    def lock(self) -> threading.Lock:
-        """Held around every use of the storage; taken before ``fork()``."""
+    def durable(self) -> bool:
+        """Whether what is stored outlives the process. ``close()`` with rows left logs them
+        as lost when false, and as left for the next router that opens the outbox when true."""
         ...
+
+    @property
+    def housekeeping_interval(self) -> float | None:
+        """Seconds between the queue's calls of ``checkpoint()`` while workers run, or ``None``
+        when the engine needs none (the queue then starts no housekeeping task)."""
+        ...
+
+    # -- storing and delivering -----------------------------------------------------------------
 
     def enqueue(
         self,
@@ -223,15 +257,71 @@ class Outbox(Protocol):
         """Delete rows (only dead ones with ``dead_only``); return how many rows went."""
         ...
 
+    # -- housekeeping ---------------------------------------------------------------------------
+
     def checkpoint(self) -> None:
-        """Housekeeping kept off ``enqueue()``'s path, run now and then from a background
-        thread (SQLite: copy the write-ahead log into the database file)."""
+        """Housekeeping kept off ``enqueue()``'s path (SQLite: copy the write-ahead log into the
+        database file). The queue calls it every ``housekeeping_interval`` seconds from a worker
+        thread; it must never wait long for, nor hold up, ``enqueue()``. A ``RouterError`` or
+        ``RuntimeError`` means "not now" (the queue tries again next time)."""
         ...
 
-    def after_fork(self) -> None:
-        """In a forked child: drop what belongs to the parent (connections, locks)."""
+    def trim(self) -> None:
+        """Give back space that a peak left behind, cheaply or not at all (SQLite: truncate a
+        large write-ahead log). The queue calls it after a flush that left nothing pending, in
+        the flushing thread; engines with nothing to give back do nothing."""
+        ...
+
+    # -- fork -------------------------------------------------------------------------------------
+
+    def before_fork(self) -> None:
+        """Called in the forking thread just before ``fork()``: take every lock that guards
+        state the child will touch, so that no other thread holds one at the moment of the
+        fork (the child would wait forever for a thread it does not have). Bounded: a lock
+        still busy after a few seconds is left alone. Followed by exactly one of the two below.
+        """
+        ...
+
+    def after_fork_in_parent(self) -> None:
+        """In the parent, after ``fork()``: release what ``before_fork()`` took."""
+        ...
+
+    def after_fork_in_child(self) -> None:
+        """In the child, after ``fork()``: drop what belongs to the parent (connections, pools,
+        claims held by the parent's workers) without using or closing it, and make new locks.
+        The child reopens on first use; a durable outbox then sees what the parent stored,
+        a non-durable one starts empty (the parent keeps and delivers its events)."""
         ...
 
     def close(self) -> None:
-        """Release the storage. Safe to call twice."""
+        """Release the storage. Safe to call twice; nothing is used after it."""
         ...
+
+
+_FORK_LOCK_TIMEOUT_S = 10.0
+
+
+class ForkLocks:
+    """For engines: holds locks from ``before_fork()`` to ``after_fork_in_parent()``.
+
+    ``hold(lock, ...)`` takes them in the order given (waiting at most a few seconds for each:
+    a lock held that long belongs to a stuck thread, and the fork goes ahead without it);
+    ``release()`` lets go in reverse order; ``forget()`` is for the child, whose engine makes
+    new locks and must not release the parent's.
+    """
+
+    def __init__(self) -> None:
+        self._held: list[threading.Lock] = []
+
+    def hold(self, *locks: threading.Lock) -> None:
+        for lock in locks:
+            if lock.acquire(timeout=_FORK_LOCK_TIMEOUT_S):
+                self._held.append(lock)
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        for lock in reversed(held):
+            lock.release()
+
+    def forget(self) -> None:
+        self._held = []

@@ -6,6 +6,7 @@ import re
 import stat
 from collections.abc import Mapping
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Literal
 
 from pydantic import (
@@ -18,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from router_core.dburl import BACKEND_OF_SCHEME, DatabaseUrl, backend_of, sqlite_path
+from router_core.dburl import DatabaseUrl, scheme_of, sqlite_path
 from router_core.errors import ConfigError
 from router_core.settings.destination import RetrySettings
 from router_core.settings.problems import validation_problems
@@ -35,7 +36,7 @@ __all__ = [
 DEFAULT_OUTBOX_PATH = Path(".event-router/outbox.db")
 
 # Used when max_bytes is not set: the disk holds a large backlog, memory a small one.
-_DEFAULT_MAX_BYTES = {"sqlite": 1024**3, "postgres": 1024**3, "memory": 64 * 1024**2}
+_DEFAULT_MAX_BYTES = {True: 1024**3, False: 64 * 1024**2}  # by the backend's durability
 
 DEFAULT_SCHEMA = "event_router"
 # Lowercase, so the name means the same quoted or not (psql, migrations, GRANTs).
@@ -63,15 +64,17 @@ class QueueRetrySettings(RetrySettings):
 class QueueSettings(BaseModel):
     """Queued mode: ``send()`` records the event in an outbox and a worker delivers it.
 
-    See docs/delivery.md for every key. ``path`` is relative to the working directory.
-    ``url`` (``sqlite:///PATH`` or ``postgresql://...``) selects the backend by its scheme;
-    ``schema`` is the PostgreSQL schema that holds the outbox's tables.
+    See docs/delivery.md for every key. ``backend`` is any registered outbox engine
+    (``router_core.outbox.backends``: ``sqlite``, ``memory``, ``postgres`` and those other
+    packages add). ``path`` is relative to the working directory. ``url`` (``sqlite:///PATH``,
+    ``postgresql://...``, or a scheme another backend claims) selects the backend by its
+    scheme; ``schema`` is the PostgreSQL schema that holds the outbox's tables.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
-    backend: Literal["sqlite", "memory", "postgres"] = "sqlite"
+    backend: str = "sqlite"
     path: Path = DEFAULT_OUTBOX_PATH
     url: DatabaseUrl | None = None
     schema_name: str = Field(default=DEFAULT_SCHEMA, alias="schema")
@@ -96,11 +99,18 @@ class QueueSettings(BaseModel):
             raise ValueError(problem)
         return value
 
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, name: str) -> str:
+        if name not in _backends().available_backends():
+            raise ValueError(_backends().unknown_backend(name))
+        return name
+
     @field_validator("url")
     @classmethod
     def _known_scheme(cls, url: DatabaseUrl | None) -> DatabaseUrl | None:
-        if url is not None and backend_of(url.get_secret_value()) is None:
-            schemes = ", ".join(f"{s}://" for s in BACKEND_OF_SCHEME)
+        if url is not None and _backend_of(url.get_secret_value()) is None:
+            schemes = ", ".join(f"{s}://" for s in _backends().schemes())
             raise ValueError(f"must be a database URL starting with one of {schemes}")
         return url
 
@@ -125,7 +135,7 @@ class QueueSettings(BaseModel):
             url = url.get_secret_value()
         if not isinstance(url, str):
             return data
-        backend = backend_of(url)
+        backend = _backend_of(url)
         if backend is None:
             return data  # the field validator names the scheme
         given = data.get("backend")
@@ -145,9 +155,11 @@ class QueueSettings(BaseModel):
         return derived
 
     @model_validator(mode="after")
-    def _url_for_postgres(self) -> QueueSettings:
-        if self.backend == "postgres" and self.url is None:
-            raise ValueError('backend = "postgres" needs url = "postgresql://..."')
+    def _url_when_needed(self) -> QueueSettings:
+        backend = _backends().get_backend(self.backend)
+        if backend.needs_url and self.url is None:
+            scheme = backend.schemes[0] if backend.schemes else "..."
+            raise ValueError(f'backend = "{self.backend}" needs url = "{scheme}://..."')
         return self
 
     @classmethod
@@ -172,8 +184,24 @@ class QueueSettings(BaseModel):
 
     @property
     def byte_limit(self) -> int:
-        """``max_bytes``, or the backend's default (1 GiB on disk, 64 MiB in memory)."""
-        return self.max_bytes if self.max_bytes is not None else _DEFAULT_MAX_BYTES[self.backend]
+        """``max_bytes``, or the backend's default (1 GiB when durable, 64 MiB in memory)."""
+        if self.max_bytes is not None:
+            return self.max_bytes
+        return _DEFAULT_MAX_BYTES[_backends().get_backend(self.backend).durable]
+
+
+def _backends() -> ModuleType:
+    """``router_core.outbox.backends``, imported on first use: the engines import these
+    settings, so the settings cannot import the outbox package while it loads."""
+    from router_core.outbox import backends as module  # noqa: PLC0415
+
+    return module
+
+
+def _backend_of(url: str) -> str | None:
+    """The backend ``url``'s scheme selects, or ``None`` for a scheme no backend claims."""
+    scheme = scheme_of(url)
+    return _backends().backend_for_scheme(scheme) if scheme else None
 
 
 _KINDS = (

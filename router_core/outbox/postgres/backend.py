@@ -67,7 +67,7 @@ from router_core.outbox.postgres.schema import (
     migrate,
     quoted,
 )
-from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
+from router_core.outbox.store import ClaimedRow, ForkLocks, OutboxStats, plan_batch
 from router_core.secrets import redact, register_secret
 from router_core.settings.queue import DEFAULT_SCHEMA
 
@@ -295,6 +295,7 @@ class PostgresOutbox:
         # token -> (destination, ids of the rows this process holds under it)
         self._held: dict[str, tuple[str, set[int]]] = {}
         self._held_lock = threading.Lock()
+        self._fork_locks = ForkLocks()
         self.created: MigrationResult | None = None
         """Set when opening the outbox created its schema."""
         with self._errors("cannot open"), self._connect() as conn:
@@ -310,13 +311,13 @@ class PostgresOutbox:
         return self._schema
 
     @property
-    def lock(self) -> threading.Lock:
-        """Held while the pool is opened or closed (fork handlers take it too).
+    def durable(self) -> bool:
+        return True
 
-        Operations do not hold it: each checks a connection out of the pool. A forked child
-        never uses the parent's pool (``after_fork``), so a fork mid-operation is safe.
-        """
-        return self._lock
+    @property
+    def housekeeping_interval(self) -> None:
+        """None: autovacuum keeps the tables (``outbox status`` shows dead tuples)."""
+        return None
 
     # -- connections --------------------------------------------------------------------------
 
@@ -657,8 +658,22 @@ class PostgresOutbox:
     def checkpoint(self) -> None:
         """Nothing to do: autovacuum keeps the tables (``outbox status`` shows dead tuples)."""
 
-    def after_fork(self) -> None:
+    def trim(self) -> None:
+        """Nothing to do: VACUUM reuses the space of deleted rows."""
+
+    def before_fork(self) -> None:
+        """Hold the lock under which the pool is opened and closed, so that the child never
+        inherits a pool half made. Operations do not hold it (each checks a connection out of
+        the pool), and the child never uses the parent's pool, so a fork mid-operation is
+        safe."""
+        self._fork_locks.hold(self._lock)
+
+    def after_fork_in_parent(self) -> None:
+        self._fork_locks.release()
+
+    def after_fork_in_child(self) -> None:
         # The pool's sockets and threads belong to the parent: leave them alone.
+        self._fork_locks.forget()
         self._lock = threading.Lock()
         self._held_lock = threading.Lock()
         self._held = {}
