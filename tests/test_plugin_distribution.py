@@ -64,7 +64,7 @@ def test_installed_plugin_receives_events(
     (request,) = recording_server.requests
     assert request["path"] == "/in"
     assert request["headers"]["Authorization"] == "Bearer tok-abc-123"
-    ((body,),) = recording_server.bodies()
+    (body,) = recording_server.bodies()
     assert body["message_id"] == event.message_id
     assert body["properties"] == {"total": 9.5}
 
@@ -79,7 +79,7 @@ def test_installed_plugin_receives_queued_events(
         for event in events:
             router.send(event)
         assert router.flush(timeout=30).complete
-    received = sorted(body["message_id"] for (body,) in recording_server.bodies())
+    received = sorted(body["message_id"] for body in recording_server.bodies())
     assert received == sorted(event.message_id for event in events)
 
 
