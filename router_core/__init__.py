@@ -27,7 +27,22 @@ from router_core.events import (
     TrackEvent,
 )
 from router_core.hookspecs import hookimpl
-from router_core.http import raise_for_status
+from router_core.http import (
+    LIBRARY_NAME,
+    LIBRARY_VERSION,
+    USER_AGENT,
+    is_retryable_status,
+    raise_for_status,
+)
+from router_core.kit import (
+    GZIP_LEVEL,
+    Oversize,
+    describe_oversize,
+    encode_json,
+    event_json,
+    json_array,
+    post_events,
+)
 from router_core.limits import BatchLimits
 from router_core.logs import configure_logging
 from router_core.outbox import (
@@ -47,8 +62,12 @@ from router_core.settings import DestinationSettings, HttpSettings, RetrySetting
 from router_core.transforms import TransformError, TransformOutcome, TransformPipeline
 
 __all__ = [
+    "GZIP_LEVEL",
+    "LIBRARY_NAME",
+    "LIBRARY_VERSION",
     "MAX_BODY_EXTENSION",
     "RESPONSE_BODY_LIMIT",
+    "USER_AGENT",
     "AliasEvent",
     "BatchLimits",
     "BatchReport",
@@ -70,6 +89,7 @@ __all__ = [
     "OutboxFullError",
     "OutboxStats",
     "OutboxUnavailableError",
+    "Oversize",
     "PageEvent",
     "PluginInfo",
     "PluginLoadError",
@@ -90,6 +110,12 @@ __all__ = [
     "TransformPipeline",
     "body_truncated",
     "configure_logging",
+    "describe_oversize",
+    "encode_json",
+    "event_json",
     "hookimpl",
+    "is_retryable_status",
+    "json_array",
+    "post_events",
     "raise_for_status",
 ]

@@ -80,10 +80,13 @@ def send_batch(  # type: ignore[empty-body]
 
 
 @hookspec(firstresult=True)
-def batch_limits() -> BatchLimits:  # type: ignore[empty-body]
+def batch_limits(settings: DestinationSettings) -> BatchLimits:  # type: ignore[empty-body]
     """The destination's documented limits (events and bytes per request, bytes per event).
 
-    Optional; without it the router uses conservative defaults (``BatchLimits()``).
+    ``settings`` are the destination's own (a plan with smaller batches, say); limits are
+    asked for once per destination. An implementation may leave the argument out
+    (``def batch_limits()``) when its limits are the same for every destination. Optional;
+    without it the router uses conservative defaults (``BatchLimits()``).
     """
 
 
@@ -131,8 +134,16 @@ class SendBatchHook(Protocol):
     ) -> Delivery | Awaitable[Delivery]: ...
 
 
-class BatchLimitsHook(Protocol):
+class _SettingsBatchLimitsHook(Protocol):
+    def __call__(self, settings: DestinationSettings) -> BatchLimits: ...
+
+
+class _FixedBatchLimitsHook(Protocol):
     def __call__(self) -> BatchLimits: ...
+
+
+# pluggy passes an implementation only the arguments it names, so both shapes fit the spec.
+BatchLimitsHook = _SettingsBatchLimitsHook | _FixedBatchLimitsHook
 
 
 class TransformEventHook(Protocol):

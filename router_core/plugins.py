@@ -71,9 +71,25 @@ class LoadedPlugin:
     is_async: bool
     info: PluginInfo = field(repr=False)
     limits: BatchLimits = field(default_factory=BatchLimits)
+    """The limits when they do not depend on settings; ``limits_for`` gives a destination's."""
+    batch_limits: Callable[..., Any] | None = None
     send_batch: Callable[..., list[Any]] | None = None
     batch_is_async: bool = False
     transform_event: Callable[..., Any] | None = None
+
+    def limits_for(self, settings: DestinationSettings) -> BatchLimits:
+        """The ``BatchLimits`` of a destination with ``settings`` (``batch_limits(settings)``)."""
+        if self.batch_limits is None:
+            return self.limits
+        return _checked_limits(self.batch_limits(settings=settings))
+
+
+def _checked_limits(limits: object) -> BatchLimits:
+    if limits is None:
+        return BatchLimits()
+    if not isinstance(limits, BatchLimits):
+        raise TypeError(f"batch_limits() must return BatchLimits, not {limits!r}")
+    return limits
 
 
 @dataclass(slots=True)
@@ -216,11 +232,14 @@ class PluginRegistry:
                     f"not {declared!r}"
                 )
             settings_model = declared
-        limits = hook.batch_limits()
-        if limits is None:
-            limits = BatchLimits()
-        elif not isinstance(limits, BatchLimits):
-            raise TypeError(f"batch_limits() must return BatchLimits, not {limits!r}")
+        # Limits that ignore settings are asked for (and checked) once, now; others per
+        # destination, through limits_for().
+        per_destination: Callable[..., Any] | None = None
+        limits = BatchLimits()
+        if any(impl.argnames for impl in hook.batch_limits.get_hookimpls()):
+            per_destination = hook.batch_limits
+        else:
+            limits = _checked_limits(hook.batch_limits(settings=None))
         return LoadedPlugin(
             name=name,
             obj=obj,
@@ -231,6 +250,7 @@ class PluginRegistry:
                 info.name, info.distribution, info.version, info.module, tuple(sorted(implemented))
             ),
             limits=limits,
+            batch_limits=per_destination,
             send_batch=hook.send_batch if "send_batch" in implemented else None,
             batch_is_async="send_batch" in implemented and _is_async(hook.send_batch),
             transform_event=hook.transform_event if "transform_event" in implemented else None,

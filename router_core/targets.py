@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from router_core.destination import Destination
+from router_core.limits import BatchLimits
 from router_core.plugins import LoadedPlugin
 
 __all__ = ["Target", "TargetSource"]
@@ -25,6 +26,11 @@ class Target(NamedTuple):
     def name(self) -> str:
         """The destination's name (from the config)."""
         return self.destination.name
+
+    @property
+    def limits(self) -> BatchLimits:
+        """This destination's ``BatchLimits`` (they may depend on its settings)."""
+        return self.plugin.limits_for(self.destination.settings)
 
 
 TargetSource = Callable[[], Sequence[Target]]

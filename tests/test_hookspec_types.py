@@ -13,7 +13,7 @@ import event_router_posthog
 import event_router_segment
 import pytest
 
-from router_core import hookspecs
+from router_core import BatchLimits, DestinationSettings, hookspecs
 from router_core.hookspecs import (
     BatchLimitsHook,
     DestinationSettingsHook,
@@ -37,9 +37,28 @@ POSTHOG: tuple[DestinationSettingsHook, SendEventHook, SendBatchHook, BatchLimit
 
 @pytest.mark.parametrize("impls", [SEGMENT, POSTHOG], ids=["segment", "posthog"])
 def test_each_implementation_takes_its_specs_arguments(impls: tuple[object, ...]) -> None:
+    # pluggy passes an implementation only the arguments it names: they must be the spec's.
     for impl in impls:
         name = getattr(impl, "__name__", "")
         spec = getattr(hookspecs, name)
-        assert list(inspect.signature(impl).parameters) == list(  # type: ignore[arg-type]
-            inspect.signature(spec).parameters
-        ), name
+        taken = list(inspect.signature(impl).parameters)  # type: ignore[arg-type]
+        assert set(taken) <= set(inspect.signature(spec).parameters), name
+        if name != "batch_limits":  # the one hook whose argument is optional to take
+            assert taken == list(inspect.signature(spec).parameters), name
+
+
+def _per_plan(settings: DestinationSettings) -> BatchLimits:
+    return BatchLimits(max_events=10)
+
+
+def _fixed() -> BatchLimits:
+    return BatchLimits()
+
+
+# Both shapes of batch_limits fit the hook's type (mypy checks these two lines).
+BOTH: tuple[BatchLimitsHook, BatchLimitsHook] = (_per_plan, _fixed)
+
+
+def test_batch_limits_takes_the_destinations_settings() -> None:
+    assert list(inspect.signature(hookspecs.batch_limits).parameters) == ["settings"]
+    assert [list(inspect.signature(f).parameters) for f in BOTH] == [["settings"], []]

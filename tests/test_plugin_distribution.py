@@ -69,6 +69,20 @@ def test_installed_plugin_receives_events(
     assert body["properties"] == {"total": 9.5}
 
 
+def test_installed_plugin_receives_queued_events(
+    installed_webhook: Path, recording_server: RecordingServer, tmp_path: Path
+) -> None:
+    destinations: dict[str, Any] = {"hook": {"plugin": "webhook", "url": recording_server.url}}
+    queue = {"path": str(tmp_path / "outbox.db"), "flush_interval": 0.02}
+    with Router(destinations, plugins=PluginRegistry(), queue=queue) as router:
+        events = [Event.track(f"Step {n}", user_id="u1") for n in range(3)]
+        for event in events:
+            router.send(event)
+        assert router.flush(timeout=30).complete
+    received = sorted(body["message_id"] for body in recording_server.bodies())
+    assert received == sorted(event.message_id for event in events)
+
+
 def test_installed_plugin_failures_stay_in_its_own_result(
     installed_webhook: Path, recording_server: RecordingServer
 ) -> None:
@@ -80,7 +94,7 @@ def test_installed_plugin_failures_stay_in_its_own_result(
         result = router.send(Event.identify(user_id="u1")).results["hook"]
     assert not result.success
     assert result.status_code == 503
-    assert result.error == "webhook answered HTTP 503"
+    assert result.error == "Webhook API error: HTTP 503"
 
 
 def test_bad_plugin_settings_name_the_destination_and_field(installed_webhook: Path) -> None:

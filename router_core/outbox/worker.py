@@ -92,8 +92,8 @@ class DestinationWorker:
         self._log = get_logger("event_router.outbox").bind(
             destination=destination.name, plugin=destination.plugin
         )
-        self._limits = plugin.limits
-        self._batch_size = max(1, min(settings.batch_size, plugin.limits.max_events))
+        self._limits = plugin.limits_for(destination.settings)
+        self._batch_size = max(1, min(settings.batch_size, self._limits.max_events))
         # A claim must outlive the request it covers; it is renewed before every attempt.
         self._lease = max(settings.lease, attempt_limit(destination) + 1.0)
         # The furthest ahead a backoff (this config's) can schedule a row.

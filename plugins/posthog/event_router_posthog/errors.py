@@ -8,7 +8,7 @@ __all__ = ["PostHogAPIError"]
 
 
 class PostHogAPIError(DeliveryError):
-    """PostHog did not accept the event(s), or they could not be sent.
+    """PostHog did not accept the event(s), or they broke PostHog's size limits.
 
     ``message`` reads ``"PostHog API error: HTTP 401"`` and the like; ``output`` has the
     shape of the original PostHog capture job:

@@ -1,4 +1,4 @@
-"""The hooks: deliver events to PostHog's ``/batch/`` endpoint through the router's client."""
+"""The hook implementations: what the router calls to deliver events to PostHog's ``/batch/``."""
 
 from __future__ import annotations
 
@@ -9,17 +9,12 @@ from functools import partial
 import httpx
 
 from event_router_posthog.errors import PostHogAPIError
+from event_router_posthog.limits import LIMITS, describe_oversize
 from event_router_posthog.settings import PostHogSettings
-from event_router_posthog.wire import CaptureEvent, batch_body, compress, encode_event
-from router_core import BatchLimits, Delivery, Destination, Event, hookimpl, raise_for_status
-from router_core.http import USER_AGENT
+from event_router_posthog.wire import CaptureEvent, batch_body, encode_event
+from router_core import BatchLimits, Delivery, Destination, Event, hookimpl, post_events
 
 __all__ = ["LIMITS", "batch_limits", "destination_settings", "send_batch", "send_event"]
-
-LIMITS = BatchLimits(max_events=1000, max_request_bytes=20_000_000, max_event_bytes=1_000_000)
-"""PostHog's documented limits: about 1 MB per event, 20 MB per request."""
-
-_Output = Callable[[str | None], dict[str, object]]
 
 
 @hookimpl
@@ -39,7 +34,7 @@ async def send_event(destination: Destination[PostHogSettings], event: Event) ->
     """Capture one event; the output has the PostHog capture job's shape."""
     capture = encode_event(event, destination.settings.group_type)
     output = partial(_event_output, capture)
-    response = await _post(destination, [capture.json], output)
+    response = await _post(destination, [event], lambda _: capture.json, output)
     return Delivery(status_code=response.status_code, output=output(None))
 
 
@@ -52,8 +47,7 @@ async def send_batch(
     if not events:
         return Delivery(output=output(None))
     group_type = destination.settings.group_type
-    encoded = [encode_event(event, group_type).json for event in events]
-    response = await _post(destination, encoded, output)
+    response = await _post(destination, events, lambda e: encode_event(e, group_type).json, output)
     return Delivery(status_code=response.status_code, output=output(None))
 
 
@@ -70,49 +64,25 @@ def _batch_output(count: int, error: str | None) -> dict[str, object]:
     return {"success": error is None, "events": count, "error": error}
 
 
-def _error(message: str, output: _Output, *, retryable: bool = False) -> PostHogAPIError:
-    return PostHogAPIError(message, retryable=retryable, output=output(message))
-
-
-def _check_sizes(encoded: Sequence[bytes], output: _Output) -> None:
-    limit = LIMITS.max_event_bytes
-    for index, item in enumerate(encoded):
-        if len(item) > limit:
-            which = "the event" if len(encoded) == 1 else f"event {index + 1} of {len(encoded)}"
-            raise _error(
-                f"PostHog API error: {which} is {len(item):,} bytes, over PostHog's limit of "
-                f"{limit:,} bytes per event; nothing was sent",
-                output,
-            )
-
-
 async def _post(
-    destination: Destination[PostHogSettings], encoded: Sequence[bytes], output: _Output
+    destination: Destination[PostHogSettings],
+    events: Sequence[Event],
+    encode: Callable[[Event], bytes],
+    output: Callable[[str | None], dict[str, object]],
 ) -> httpx.Response:
-    """POST ``encoded`` events in one ``/batch/`` request; raise ``PostHogAPIError`` on failure."""
     settings = destination.settings
-    _check_sizes(encoded, output)
-    body = batch_body(settings.api_key.get_secret_value(), encoded, datetime.now(UTC).isoformat())
-    if len(body) > LIMITS.max_request_bytes:
-        raise _error(
-            f"PostHog API error: the request is {len(body):,} bytes, over PostHog's limit of "
-            f"{LIMITS.max_request_bytes:,} bytes per request; nothing was sent",
-            output,
-        )
-    headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT}
-    if settings.gzip:
-        body = compress(body)
-        headers["Content-Encoding"] = "gzip"
-    try:
-        response = await destination.client.post(
-            settings.batch_url, content=body, headers=headers, timeout=destination.timeout
-        )
-    except httpx.TimeoutException as exc:
-        raise _error("PostHog API error: request timed out", output, retryable=True) from exc
-    except httpx.TransportError as exc:
-        message = f"PostHog API error: network error: {type(exc).__name__}"
-        raise _error(message, output, retryable=True) from exc
-    if not response.is_success:
-        message = f"PostHog API error: HTTP {response.status_code}"
-        raise_for_status(response, PostHogAPIError, message=message, output=output(message))
-    return response
+    api_key = settings.api_key.get_secret_value()
+    sent_at = datetime.now(UTC).isoformat()
+    return await post_events(
+        destination,
+        events,
+        url=settings.batch_url,
+        encode=encode,
+        envelope=lambda encoded: batch_body(api_key, encoded, sent_at),
+        vendor="PostHog",
+        error=PostHogAPIError,
+        limits=LIMITS,
+        gzip=settings.gzip,
+        output=output,
+        describe=describe_oversize,
+    )

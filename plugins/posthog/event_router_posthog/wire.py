@@ -12,22 +12,15 @@ with its properties; ``identify()`` sends ``$identify`` with ``$set``; ``page()`
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from router_core import Event
-from router_core.http import LIBRARY_NAME, LIBRARY_VERSION
+from router_core import LIBRARY_NAME, LIBRARY_VERSION, Event, encode_json
 
-__all__ = ["CaptureEvent", "batch_body", "capture_uuid", "compress", "encode_event", "to_capture"]
-
-# One encoder, built once: compact separators, UTF-8 kept as is (smaller than \u escapes).
-_encode_json = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode
-
+__all__ = ["CaptureEvent", "batch_body", "capture_uuid", "encode_event", "to_capture"]
 
 _MESSAGE_ID_NAMESPACE = uuid.UUID("6f0d6c2e-9d7b-4d1e-8a3e-2b5f1c0e7a41")  # fixed forever
 # A UUID already in the form str(uuid.UUID(...)) gives: most message ids (the router's own).
@@ -115,7 +108,7 @@ def encode_event(event: Event, group_type: str) -> CaptureEvent:
     return CaptureEvent(
         name=capture["event"],
         distinct_id=capture["distinct_id"],
-        json=_encode_json(capture).encode(),
+        json=encode_json(capture),
     )
 
 
@@ -124,16 +117,11 @@ def batch_body(api_key: str, events: Sequence[bytes], sent_at: str) -> bytes:
     return b"".join(
         (
             b'{"api_key":',
-            _encode_json(api_key).encode(),
+            encode_json(api_key),
             b',"batch":[',
             b",".join(events),
             b'],"sent_at":',
-            _encode_json(sent_at).encode(),
+            encode_json(sent_at),
             b',"historical_migration":false}',
         )
     )
-
-
-def compress(body: bytes) -> bytes:
-    """gzip ``body``; level 6 trades a little size for much less CPU than 9."""
-    return gzip.compress(body, compresslevel=6, mtime=0)

@@ -111,17 +111,21 @@ def test_posthog_router_retries_with_the_same_uuid(
 
 def test_posthog_router_network_error(registry: PluginRegistry, posthog: respx.MockRouter) -> None:
     posthog.post(BATCH_URL).mock(side_effect=httpx.ConnectError("refused"))
-    with _router(registry) as router:
+    with _router(registry, retry={"max_attempts": 2, "backoff_base": 0}) as router:
         report = router.send(Event.alias("anon_1", "user_123"))
     result = report.results["posthog"]
     assert result.success is False
-    assert result.error == "PostHog API error: network error: ConnectError"
-    assert result.output == {
-        "success": False,
-        "event": "$create_alias",
-        "distinct_id": "anon_1",
-        "error": "PostHog API error: network error: ConnectError",
-    }
+    assert result.attempts == 2
+    assert result.error == "network error: ConnectError: refused"
+    assert result.output == {"success": False, "error": "network error: ConnectError: refused"}
+
+
+def test_posthog_router_timeout(registry: PluginRegistry, posthog: respx.MockRouter) -> None:
+    posthog.post(BATCH_URL).mock(side_effect=httpx.ReadTimeout("slow"))
+    with _router(registry) as router:
+        result = router.send(Event.track("page_view", user_id="user_123")).results["posthog"]
+    assert result.success is False
+    assert result.error == "timed out: ReadTimeout"
 
 
 def test_posthog_entry_point_is_discoverable() -> None:

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ConfigDict, PrivateAttr, SecretStr, ValidationInfo, field_validator
 
-from router_core.settings import DestinationSettings
+from router_core import DestinationSettings
 
 __all__ = ["BATCH_PATH", "EU_HOST", "REGION_HOSTS", "US_HOST", "SegmentSettings"]
 

@@ -9,24 +9,17 @@ the size sent.
 from __future__ import annotations
 
 import base64
-import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import SecretStr
 
-from event_router_segment.errors import SegmentAPIError
-from router_core.events import Event
-from router_core.http import LIBRARY_NAME, LIBRARY_VERSION
+from router_core import LIBRARY_NAME, LIBRARY_VERSION, Event, encode_json
 
 __all__ = ["basic_auth", "encode_body", "encode_message", "message"]
 
 LIBRARY: dict[str, str] = {"name": LIBRARY_NAME, "version": LIBRARY_VERSION}
-
-# One encoder for the process: json.dumps() with non-default options builds a new encoder per
-# call. allow_nan=False because NaN is not JSON and Segment would refuse the whole batch.
-_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
 def message(event: Event) -> dict[str, Any]:
@@ -64,14 +57,10 @@ def message(event: Event) -> dict[str, Any]:
 def encode_message(event: Event) -> bytes:
     """``event`` as one compact UTF-8 JSON message.
 
-    Events are JSON-safe when built; this only fails for one changed in place afterwards.
+    Events are JSON-safe when built; this only fails (``ValueError``, ``TypeError``) for one
+    changed in place afterwards, which the plugin kit reports naming the event.
     """
-    try:
-        return _ENCODER.encode(message(event)).encode()
-    except (TypeError, ValueError) as exc:
-        raise SegmentAPIError(
-            f"Segment API error: event {event.message_id!r} cannot be sent as JSON: {exc}"
-        ) from exc
+    return encode_json(message(event))
 
 
 def encode_body(
@@ -79,9 +68,9 @@ def encode_body(
 ) -> bytes:
     """The ``/v1/batch`` body ``{"batch": [...], "sentAt": ..., "writeKey": ...}``."""
     stamp = (sent_at or datetime.now(UTC)).isoformat()
-    tail = _ENCODER.encode({"sentAt": stamp, "writeKey": write_key.get_secret_value()})
+    tail = encode_json({"sentAt": stamp, "writeKey": write_key.get_secret_value()})
     # tail is '{"sentAt":...}': splice the batch in front of its first key.
-    return b'{"batch":[' + b",".join(messages) + b"]," + tail[1:].encode()
+    return b'{"batch":[' + b",".join(messages) + b"]," + tail[1:]
 
 
 def basic_auth(write_key: SecretStr) -> str:

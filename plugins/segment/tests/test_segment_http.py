@@ -1,16 +1,25 @@
-"""How Segment's answers and transport failures become a Delivery or a SegmentAPIError."""
+"""How Segment's answers become a Delivery or a SegmentAPIError, and transport failures retries."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import event_router_segment
 import httpx
 import pytest
 import respx
 from event_router_segment import SegmentAPIError, SegmentSettings, send_batch, send_event
 
-from router_core import Delivery, DeliveryError, Destination, Event
+from router_core import (
+    USER_AGENT,
+    Delivery,
+    DeliveryError,
+    Destination,
+    Event,
+    PluginRegistry,
+    Router,
+)
 from router_core.testing import destination
 
 KEY = "wk_http_Pq93mZrT"
@@ -19,7 +28,8 @@ URL = "https://api.segment.io/v1/batch"
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as http:
+    # The router's pooled client sends the User-Agent; plugins do not set it themselves.
+    async with httpx.AsyncClient(headers={"User-Agent": USER_AGENT}) as http:
         yield http
 
 
@@ -106,44 +116,43 @@ async def test_batch_errors_are_classified_too(
 
 
 @pytest.mark.parametrize(
-    "exc",
+    ("exc", "error"),
     [
-        httpx.ConnectTimeout("connect timed out"),
-        httpx.ReadTimeout("read timed out"),
-        httpx.WriteTimeout("write timed out"),
-        httpx.PoolTimeout("pool timed out"),
+        (httpx.ConnectTimeout("connect timed out"), "timed out: ConnectTimeout"),
+        (httpx.ReadTimeout("read timed out"), "timed out: ReadTimeout"),
+        (httpx.WriteTimeout("write timed out"), "timed out: WriteTimeout"),
+        (httpx.PoolTimeout("pool timed out"), "timed out: PoolTimeout"),
+        (
+            httpx.ConnectError("connection refused"),
+            "network error: ConnectError: connection refused",
+        ),
+        (httpx.ReadError("connection reset"), "network error: ReadError: connection reset"),
+        (
+            httpx.RemoteProtocolError("server disconnected"),
+            "network error: RemoteProtocolError: server disconnected",
+        ),
     ],
 )
-async def test_timeouts_are_retryable(
-    client: httpx.AsyncClient, api: respx.MockRouter, exc: Exception
+def test_timeouts_and_network_errors_are_retried_by_the_router(
+    api: respx.MockRouter, exc: Exception, error: str
 ) -> None:
-    api.post(URL).mock(side_effect=exc)
-    with pytest.raises(SegmentAPIError) as info:
-        await send_event(_destination(client), _event())
-    error = info.value
-    assert str(error) == "Segment API error: request timed out"
-    assert error.retryable is True
-    assert error.status_code is None
-    assert error.__cause__ is exc
-
-
-@pytest.mark.parametrize(
-    ("exc", "name"),
-    [
-        (httpx.ConnectError("connection refused"), "ConnectError"),
-        (httpx.ReadError("connection reset"), "ReadError"),
-        (httpx.RemoteProtocolError("server disconnected"), "RemoteProtocolError"),
-    ],
-)
-async def test_network_errors_are_retryable(
-    client: httpx.AsyncClient, api: respx.MockRouter, exc: Exception, name: str
-) -> None:
-    api.post(URL).mock(side_effect=exc)
-    with pytest.raises(SegmentAPIError) as info:
-        await send_event(_destination(client), _event())
-    assert str(info.value) == f"Segment API error: network error: {name}"
-    assert info.value.retryable is True
-    assert info.value.status_code is None
+    # The plugin leaves transport failures to the router, which retries them and says what
+    # happened the same way for every destination.
+    route = api.post(URL).mock(side_effect=exc)
+    registry = PluginRegistry(entry_points=False)
+    registry.register(event_router_segment, "segment")
+    config = {
+        "plugin": "segment",
+        "write_key": KEY,
+        "retry": {"max_attempts": 2, "backoff_base": 0},
+    }
+    with Router({"segment": config}, plugins=registry) as router:
+        result = router.send(_event()).results["segment"]
+    assert result.success is False
+    assert result.error == error
+    assert result.attempts == 2
+    assert route.call_count == 2
+    assert type(result.exception) is type(exc)
 
 
 async def test_error_carries_status_code_and_body(

@@ -33,7 +33,8 @@ LIBRARY = {"name": LIBRARY_NAME, "version": LIBRARY_VERSION}
 
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as http:
+    # The router's pooled client sends the User-Agent; plugins do not set it themselves.
+    async with httpx.AsyncClient(headers={"User-Agent": USER_AGENT}) as http:
         yield http
 
 
