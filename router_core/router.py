@@ -16,17 +16,19 @@ from typing import Any
 
 import httpx
 
-from router_core.config import RouterConfig
+from router_core.config import CONSENT_MISSING, RouterConfig
 from router_core.delivery import deliver
 from router_core.destination import Destination
-from router_core.errors import RouterClosedError
+from router_core.errors import ConfigError, RouterClosedError
 from router_core.events import Event
 from router_core.http import USER_AGENT
 from router_core.logs import configure_from_settings, get_logger
+from router_core.observers import ErrorCallback, Observers
 from router_core.outbox import FlushResult, Outbox, QueuedDelivery, QueueSettings
 from router_core.plugins import PluginRegistry, default_registry
 from router_core.response_cap import cap_response_body
 from router_core.results import DeliveryResult, SendReport
+from router_core.routing import Routing
 from router_core.runtime import LoopThread
 from router_core.targets import Target
 
@@ -56,6 +58,12 @@ class Router:
     ``queue`` turns on queued delivery (``QueueSettings`` or a mapping of the ``[queue]`` keys;
     by default the config's ``[queue]`` table): ``send()`` then returns once the event is
     recorded in the outbox, and a background worker delivers it (see docs/delivery.md).
+
+    ``consent_missing`` (``"deliver"`` or ``"skip"``; by default the config's
+    ``[consent] missing``, else ``"deliver"``) says what an event with no consent object does
+    at a destination that lists ``consent`` categories. ``on_error(message_id, result)`` is
+    called for every failed delivery: each failed result of a direct send, and each event
+    queued delivery dead-letters (an exception it raises is logged and ignored).
     """
 
     def __init__(
@@ -65,6 +73,8 @@ class Router:
         plugins: PluginRegistry | None = None,
         env: Mapping[str, str] | None = None,
         queue: QueueSettings | Mapping[str, Any] | None = None,
+        consent_missing: str | None = None,
+        on_error: ErrorCallback | None = None,
     ) -> None:
         if isinstance(destinations, RouterConfig):
             config = destinations
@@ -73,10 +83,11 @@ class Router:
         self._config = config
         self._registry = plugins if plugins is not None else default_registry()
         self._resolved = config.resolve(self._registry, env)
-        # With no filters anywhere every event goes everywhere: _route() need not ask each one.
-        self._unfiltered: tuple[str, ...] | None = None
-        if all(d.routing.types is None and d.routing.events is None for d in self._resolved):
-            self._unfiltered = tuple(d.name for d in self._resolved)
+        missing = consent_missing if consent_missing is not None else config.consent_missing
+        if missing not in CONSENT_MISSING:
+            raise ConfigError([f"consent_missing: must be 'deliver' or 'skip', not {missing!r}"])
+        self._routing = Routing(self._resolved, missing)
+        self._observers = Observers(self._registry.plugin_manager, on_error)
         configure_from_settings(config.logging)  # only when [logging] or EVENT_ROUTER_LOG_* ask
         self._runtime = LoopThread()
         self._lock = threading.Lock()
@@ -111,10 +122,19 @@ class Router:
         plugins: PluginRegistry | None = None,
         env: Mapping[str, str] | None = None,
         queue: QueueSettings | Mapping[str, Any] | None = None,
+        consent_missing: str | None = None,
+        on_error: ErrorCallback | None = None,
     ) -> Router:
         """Build a router from a TOML config file (see the README's config reference)."""
         config = path if isinstance(path, RouterConfig) else RouterConfig.load(path)
-        return cls(config, plugins=plugins, env=env, queue=queue)
+        return cls(
+            config,
+            plugins=plugins,
+            env=env,
+            queue=queue,
+            consent_missing=consent_missing,
+            on_error=on_error,
+        )
 
     # -- introspection ------------------------------------------------------------------------
 
@@ -183,25 +203,17 @@ class Router:
                 raise _closed_while_sending() from None
             raise  # the caller's own task was cancelled
 
-    def _route(self, event: Event) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Names of the destinations ``event`` goes to, and of those whose filters skip it."""
-        if self._unfiltered is not None:
-            return self._unfiltered, ()
-        chosen: list[str] = []
-        skipped: list[str] = []
-        for d in self._resolved:
-            (chosen if d.routing.accepts(event) else skipped).append(d.name)
-        return tuple(chosen), tuple(skipped)
-
     def _enqueue(self, queue: QueuedDelivery, event: Event) -> SendReport:
-        chosen, skipped = self._route(event)
+        # Transforms run at delivery, in the worker: the outbox stores the event once.
+        chosen, skipped = self._routing.route(event)
         queue.enqueue(event, chosen)
         return SendReport(
             message_id=event.message_id,
             results={},
-            skipped=skipped,
+            skipped=tuple(skipped),
             queued=True,
             queued_for=chosen,
+            skip_reasons=skipped,
         )
 
     def flush(self, timeout: float | None = None) -> FlushResult:
@@ -226,17 +238,27 @@ class Router:
         return Event.parse(event)
 
     async def _fan_out(self, event: Event) -> SendReport:
-        names, skipped = self._route(event)
+        names, skipped = self._routing.route(event)
         chosen = [t for t in self._ensure_targets() if t.name in names]
-        results: list[DeliveryResult]
+        answers: list[DeliveryResult | str]
         if len(chosen) == 1:
-            results = [await deliver(*chosen[0], event)]
+            answers = [await _deliver_target(chosen[0], event)]
         else:
-            results = await asyncio.gather(*(deliver(p, d, event) for p, d in chosen))
+            answers = await asyncio.gather(*(_deliver_target(t, event) for t in chosen))
+        results: dict[str, DeliveryResult] = {}
+        for target, answer in zip(chosen, answers, strict=True):
+            if isinstance(answer, str):
+                skipped[target.name] = answer  # a transform dropped it
+                continue
+            results[target.name] = answer
+            if not answer.success:
+                self._observers.failed(event.message_id, answer)
+        ordered = {d.name: skipped[d.name] for d in self._resolved if d.name in skipped}
         return SendReport(
             message_id=event.message_id,
-            results={r.destination: r for r in results},
-            skipped=skipped,
+            results=results,
+            skipped=tuple(ordered),
+            skip_reasons=ordered,
         )
 
     def _ensure_targets(self) -> list[Target]:
@@ -261,6 +283,8 @@ class Router:
                         client=self._client,
                         log=log.bind(destination=cfg.name, plugin=cfg.plugin),
                     ),
+                    cfg.transforms,
+                    self._observers,
                 )
                 for cfg in self._resolved
             ]
@@ -305,6 +329,35 @@ class Router:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+async def _deliver_target(target: Target, event: Event) -> DeliveryResult | str:
+    """Deliver ``event`` to one target after its transforms; a string is why it was dropped."""
+    plugin, destination = target
+    transforms, observers = target.transforms, target.observers
+    if transforms is None:
+        return await deliver(plugin, destination, event, observers)
+    outcome = transforms.apply(event)
+    if outcome.error is not None:
+        error = str(outcome.error)
+        return DeliveryResult(
+            destination=destination.name,
+            plugin=destination.plugin,
+            success=False,
+            error=error,
+            attempts=0,
+            output={"success": False, "error": error},
+            exception=outcome.error,
+        )
+    if not outcome.events:
+        return outcome.dropped or "dropped by transform"
+    result: DeliveryResult | None = None
+    for each in outcome.events:  # a transform that split the event: each in turn
+        result = await deliver(plugin, destination, each, observers)
+        if not result.success:
+            break
+    assert result is not None
+    return result
 
 
 def _closed_while_sending() -> RouterClosedError:
