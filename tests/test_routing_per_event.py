@@ -178,7 +178,10 @@ def test_consent_gates_a_destination_and_missing_consent_is_a_router_setting() -
 
 def test_a_plugin_that_takes_no_alias_skips_it_direct_and_queued(tmp_path: Path) -> None:
     plugins, rec = registry()
-    config = {"strict": {"plugin": "rec", "no_alias": True}, "all": {"plugin": "rec"}}
+    config: dict[str, dict[str, Any]] = {
+        "strict": {"plugin": "rec", "no_alias": True},
+        "all": {"plugin": "rec"},
+    }
     alias = Event.alias(previous_id="old", user_id="new")
     with Router(config, plugins=plugins) as router:
         report = router.send(alias)
