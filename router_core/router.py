@@ -26,6 +26,7 @@ from router_core.logs import configure_from_settings, get_logger
 from router_core.observers import ErrorCallback, Observers
 from router_core.outbox import FlushResult, Outbox, QueuedDelivery, QueueSettings
 from router_core.plugins import PluginRegistry, default_registry
+from router_core.preview import Preview, preview_event
 from router_core.response_cap import cap_response_body
 from router_core.results import DeliveryResult, SendReport
 from router_core.routing import Routing
@@ -214,6 +215,18 @@ class Router:
             queued=True,
             queued_for=chosen,
             skip_reasons=skipped,
+        )
+
+    def preview(self, event: Event | Mapping[str, Any]) -> list[Preview]:
+        """What each enabled destination would receive for ``event``, without sending it.
+
+        Routing, consent and transforms run as in ``send()``; each plugin's own code builds
+        the request, which a mock transport records instead of sending (no network, no
+        outbox). Bodies are decoded, with secrets masked. See ``router_core.preview``.
+        """
+        parsed = self._accept(event)
+        return self._runtime.run(
+            preview_event(parsed, self._resolved, self._registry, self._routing)
         )
 
     def flush(self, timeout: float | None = None) -> FlushResult:
