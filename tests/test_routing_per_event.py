@@ -3,6 +3,10 @@ the observers: what reaches each destination, and why the others were skipped.""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -292,3 +296,48 @@ def test_queued_transforms_dead_letter_failures_and_acknowledge_drops(tmp_path: 
     outcomes = [(d, o) for d, _, o, _ in observer.attempts]
     assert outcomes.count(("refuses", "failed")) == 2
     assert outcomes.count(("ok", "delivered")) == 1
+
+
+_SAMPLED_USERS = """
+import json, sys
+from router_core import Delivery, Event, PluginRegistry, Router, hookimpl
+
+class Ok:
+    @hookimpl
+    async def send_event(self, destination, event):
+        return Delivery(200)
+
+plugins = PluginRegistry(entry_points=False)
+plugins.register(Ok(), "ok")
+config = {"all": {"plugin": "ok"},
+          "some": {"plugin": "ok", "transforms": [{"type": "sample", "rate": 0.25}]}}
+with Router(config, plugins=plugins) as router:
+    reports = [router.send(Event.track("E", user_id=f"user-{i}")) for i in range(200)]
+print(json.dumps([i for i, r in enumerate(reports) if "some" in r.results]))
+"""
+
+
+def test_sampling_keeps_the_same_users_in_every_process() -> None:
+    runs = [
+        subprocess.run(
+            [sys.executable, "-c", _SAMPLED_USERS],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "PYTHONHASHSEED": seed},
+        )
+        for seed in ("1", "2")
+    ]
+    first, second = (json.loads(run.stdout) for run in runs)
+    assert first == second
+    assert 20 < len(first) < 80  # about a quarter of 200 users
+    # This process agrees, and reports the others as sampled out.
+    plugins, _ = registry()
+    config: dict[str, dict[str, Any]] = {
+        "all": {"plugin": "rec"},
+        "some": {"plugin": "rec", "transforms": [{"type": "sample", "rate": 0.25}]},
+    }
+    with Router(config, plugins=plugins) as router:
+        reports = [router.send(Event.track("E", user_id=f"user-{i}")) for i in range(200)]
+    assert [i for i, r in enumerate(reports) if "some" in r.results] == first
+    assert {r.skip_reasons.get("some") for r in reports} == {None, "sampled out"}
