@@ -173,7 +173,7 @@ class Router:
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, event: Event | Mapping[str, Any]) -> SendReport:
-        """Send ``event`` to every enabled destination whose filters match; wait for results.
+        """Send ``event`` to every enabled destination routing selects; wait for results.
 
         Raises ``InvalidEventError`` (before any request) when the event is not valid.
 

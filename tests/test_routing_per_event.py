@@ -212,6 +212,9 @@ def test_an_observer_only_plugin_loads_but_cannot_be_a_destination() -> None:
         ConfigError, match=r"destinations.x.plugin: .*does not implement send_event"
     ):
         Router({"x": {"plugin": "watch"}}, plugins=plugins)
+    plugins.register(Raises(), "transform_only")
+    with pytest.raises(ConfigError, match=r"plugin 'transform_only' does not implement send_event"):
+        Router({"y": {"plugin": "transform_only"}}, plugins=plugins)
 
 
 def test_transforms_run_per_destination_in_direct_mode() -> None:
