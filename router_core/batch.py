@@ -13,15 +13,15 @@ destination's chunks are not tried: they fail with an error saying why.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from router_core.delivery import Outcome, deliver, deliver_batch
 from router_core.destination import Destination
 from router_core.errors import InvalidEventError
 from router_core.events import Event
+from router_core.limits import BatchLimits
 from router_core.outbox.store import plan_batch
-from router_core.plugins import LoadedPlugin
 from router_core.results import DeliveryResult, SendReport
 from router_core.splitting import deliver_splitting
 from router_core.targets import Target
@@ -31,8 +31,8 @@ __all__ = ["EACH_CONCURRENCY", "Progress", "Route", "deliver_many", "parse_many"
 EACH_CONCURRENCY = 10
 """Events in flight at once to a destination whose plugin has no ``send_batch``."""
 
-Route = tuple[tuple[str, ...], tuple[str, ...]]
-"""Where one event goes: the destinations chosen, and those whose filters skip it."""
+Route = tuple[tuple[str, ...], Mapping[str, str]]
+"""Where one event goes: the destinations chosen, and why each of the others skips it."""
 
 Progress = Callable[[int], None]
 """Told how many more (event, destination) deliveries just ended (on the router's loop)."""
@@ -58,42 +58,49 @@ async def deliver_many(
 ) -> list[SendReport]:
     """Deliver ``events`` (routed by ``routes``) to ``targets``; a report per event, in order."""
     results: list[dict[str, DeliveryResult]] = [{} for _ in events]
+    skips: list[dict[str, str]] = [dict(skipped) for _, skipped in routes]
     jobs = []
-    for plugin, destination in targets:
-        indexes = [i for i, (chosen, _) in enumerate(routes) if destination.name in chosen]
+    for target in targets:
+        indexes = [i for i, (chosen, _) in enumerate(routes) if target.name in chosen]
         if indexes:
             jobs.append(
-                _to_destination(
-                    plugin,
-                    destination,
+                _to_target(
+                    target,
                     events=events,
                     indexes=indexes,
                     results=results,
+                    skips=skips,
                     progress=progress,
                 )
             )
     await asyncio.gather(*jobs)
-    return [
-        SendReport(
-            message_id=event.message_id,
-            # Destinations in config order, however their deliveries interleaved.
-            results={name: got[name] for name in chosen if name in got},
-            skipped=skipped,
+    order = {target.name: n for n, target in enumerate(targets)}
+    reports = []
+    for event, got, skipped in zip(events, results, skips, strict=True):
+        # Destinations in config order, however their deliveries interleaved.
+        named = sorted(skipped, key=lambda name: order.get(name, len(order)))
+        reports.append(
+            SendReport(
+                message_id=event.message_id,
+                results={name: got[name] for name in sorted(got, key=order.__getitem__)},
+                skipped=tuple(named),
+                skip_reasons={name: skipped[name] for name in named},
+            )
         )
-        for event, got, (chosen, skipped) in zip(events, results, routes, strict=True)
-    ]
+    return reports
 
 
-async def _to_destination(
-    plugin: LoadedPlugin,
-    destination: Destination[Any],
+async def _to_target(
+    target: Target,
     *,
     events: Sequence[Event],
     indexes: Sequence[int],
     results: list[dict[str, DeliveryResult]],
+    skips: list[dict[str, str]],
     progress: Progress | None,
 ) -> None:
-    name = destination.name
+    """One destination's share: its transforms first, then its events in chunks."""
+    name = target.name
 
     def record(part: Sequence[int], result: DeliveryResult) -> None:
         for i in part:
@@ -101,20 +108,60 @@ async def _to_destination(
         if progress is not None:
             progress(len(part))
 
+    if target.transforms is None:
+        await _to_destination(target, events, indexes, record)
+        return
+    mine = list(events)  # this destination's events, as its transforms made them
+    batched: list[int] = []
+    alone: list[int] = []
+    for i in indexes:
+        outcome = target.transforms.apply(events[i])
+        if outcome.error is not None:
+            record([i], target.transform_failure(outcome.error))
+        elif not outcome.events:
+            skips[i][name] = outcome.dropped or "dropped by transform"
+            if progress is not None:
+                progress(1)
+        elif len(outcome.events) == 1:
+            mine[i] = outcome.events[0]
+            batched.append(i)
+        else:
+            alone.append(i)  # split by a plugin transform: each part goes on its own
+
+    async def split(i: int) -> None:
+        answer = await target.deliver(events[i])
+        if isinstance(answer, str):
+            skips[i][name] = answer
+        else:
+            record([i], answer)
+
+    await asyncio.gather(_to_destination(target, mine, batched, record), *map(split, alone))
+
+
+async def _to_destination(
+    target: Target,
+    events: Sequence[Event],
+    indexes: Sequence[int],
+    record: Callable[[Sequence[int], DeliveryResult], None],
+) -> None:
+    if not indexes:
+        return
+    plugin, destination, observers = target.plugin, target.destination, target.observers
     if plugin.send_batch is None:
         gate = asyncio.Semaphore(EACH_CONCURRENCY)
 
         async def one(i: int) -> None:
             async with gate:
-                record([i], await deliver(plugin, destination, events[i]))
+                record([i], await deliver(plugin, destination, events[i], observers))
 
         await asyncio.gather(*(one(i) for i in indexes))
         return
-
     policy = destination.routing.retry
 
     async def send(part: Sequence[int]) -> Outcome:
-        return await deliver_batch(plugin, destination, [events[i] for i in part], policy=policy)
+        return await deliver_batch(
+            plugin, destination, [events[i] for i in part], policy=policy, observers=observers
+        )
 
     def settle(part: Sequence[int], outcome: Outcome) -> bool:
         record(part, outcome.to_result(destination))
@@ -127,7 +174,7 @@ async def _to_destination(
             "batch_split", events=size, status_code=outcome.status_code, error=outcome.error
         )
 
-    chunks = _chunks(plugin, events, indexes)
+    chunks = _chunks(target.limits, events, indexes)
     for number, chunk in enumerate(chunks):
         if not await deliver_splitting(chunk, send, settle, on_split):
             _give_up(destination, [i for rest in chunks[number + 1 :] for i in rest], record)
@@ -135,10 +182,9 @@ async def _to_destination(
 
 
 def _chunks(
-    plugin: LoadedPlugin, events: Sequence[Event], indexes: Sequence[int]
+    limits: BatchLimits, events: Sequence[Event], indexes: Sequence[int]
 ) -> list[list[int]]:
-    """``indexes`` cut into chunks of one request each, within the plugin's limits."""
-    limits = plugin.limits
+    """``indexes`` cut into chunks of one request each, within the destination's limits."""
     sizes = [len(events[i].model_dump_json()) for i in indexes]
     chunks: list[list[int]] = []
     start = 0

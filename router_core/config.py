@@ -10,14 +10,15 @@ import os
 import re
 import sys
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from pydantic import ValidationError
 
 from router_core.errors import ConfigError
+from router_core.events import EventType
 from router_core.jsonable import brief, printable, shape_problem
 from router_core.plugins import PluginRegistry
 from router_core.redaction import exception_text
@@ -33,8 +34,21 @@ from router_core.settings import (
     validation_problems,
     without_echoes,
 )
+from router_core.transforms import TransformPipeline
 
-__all__ = ["DestinationConfig", "LoggingSettings", "RouterConfig", "interpolate", "read_toml"]
+__all__ = [
+    "CONSENT_MISSING",
+    "DestinationConfig",
+    "LoggingSettings",
+    "RouterConfig",
+    "interpolate",
+    "read_toml",
+]
+
+_EVENT_TYPES: tuple[str, ...] = get_args(EventType)
+
+CONSENT_MISSING = ("deliver", "skip")
+"""What ``[consent] missing`` may say about events that carry no consent object."""
 
 DEFAULT_CONFIG_PATH = Path("config/router.toml")
 
@@ -81,11 +95,17 @@ def read_toml(path: str | os.PathLike[str], kind: str = "config file") -> dict[s
 
 @dataclass(frozen=True, slots=True)
 class DestinationConfig:
-    """One destination, validated: router keys plus the plugin's own settings."""
+    """One destination, validated: router keys plus the plugin's own settings.
+
+    ``transforms`` is the destination's transform pipeline (``None`` without transforms);
+    ``event_types`` the types its plugin takes with these settings (``None``: all).
+    """
 
     name: str
     routing: RoutingSettings
     settings: DestinationSettings
+    transforms: TransformPipeline | None = None
+    event_types: frozenset[str] | None = None
 
     @property
     def plugin(self) -> str:
@@ -135,6 +155,7 @@ class RouterConfig:
     queue: Mapping[str, Any] | None = None
     source: str | None = None
     http: Mapping[str, Any] | None = None
+    consent_missing: str = "deliver"
 
     def __repr__(self) -> str:
         return (
@@ -155,12 +176,13 @@ class RouterConfig:
         problems = _shape_problems(data)
         if problems:  # too deep to walk safely, or keys TOML could not have written
             raise ConfigError(problems, source=source)
-        unknown = sorted(set(data) - {"destinations", "logging", "queue", "http"})
+        unknown = sorted(set(data) - {"consent", "destinations", "http", "logging", "queue"})
         if unknown:
             problems.append(
                 f"unknown top-level key(s) {', '.join(unknown)}; "
-                "expected destinations, logging, queue, http"
+                "expected consent, destinations, http, logging, queue"
             )
+        consent_missing = _consent_missing(data.get("consent", {}), problems)
         destinations = data.get("destinations", {})
         if not isinstance(destinations, Mapping):
             problems.append("destinations: must be a table of [destinations.NAME] tables")
@@ -197,6 +219,7 @@ class RouterConfig:
             queue=queue,
             source=source,
             http=http,
+            consent_missing=consent_missing,
         )
 
     def http_settings(self, env: Mapping[str, str] | None = None) -> HttpSettings:
@@ -267,6 +290,8 @@ def _resolve_one(
     where = f"destinations.{name}"
     missing: list[str] = []
     expanded = interpolate(dict(table), env, where, missing)
+    # Transforms are the router's, not the plugin's: out before the keys are split.
+    transform_tables = expanded.pop("transforms", None)
     routing_table = {k: v for k, v in expanded.items() if k in ROUTING_KEYS}
     try:
         routing = RoutingSettings.model_validate(routing_table)
@@ -283,7 +308,21 @@ def _resolve_one(
             why = without_echoes(why, [routing.plugin])
         problems.append(f"{where}.plugin: {why}")
         return None
-    model = registry.get(routing.plugin).settings_model
+    plugin = registry.get(routing.plugin)
+    if not plugin.delivers:
+        problems.append(
+            f"{where}.plugin: plugin {routing.plugin!r} does not implement send_event "
+            f"(it implements {', '.join(plugin.info.hooks)}), so it cannot deliver"
+        )
+        return None
+    pipeline: TransformPipeline | None = None
+    try:
+        pipeline = TransformPipeline.build(
+            name, transform_tables, registry, where=f"{where}.transforms"
+        )
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    model = plugin.settings_model
     plugin_table = {k: v for k, v in expanded.items() if k not in ROUTING_KEYS}
     try:
         settings = model.model_validate(plugin_table)
@@ -304,7 +343,54 @@ def _resolve_one(
         return None
     for secret in secrets_in(settings):
         register_secret(secret)
-    return DestinationConfig(name=name, routing=routing, settings=settings)
+    event_types = _event_types(plugin.event_types, settings, where, problems)
+    return DestinationConfig(
+        name=name,
+        routing=routing,
+        settings=settings,
+        transforms=pipeline,
+        event_types=event_types,
+    )
+
+
+def _event_types(
+    hook: Callable[..., Any] | None,
+    settings: DestinationSettings,
+    where: str,
+    problems: list[str],
+) -> frozenset[str] | None:
+    """The event types a plugin says it takes with ``settings`` (``None``: all)."""
+    if hook is None:
+        return None
+    try:
+        declared = hook(settings=settings)  # firstresult: the plugin's answer, or None
+    except Exception as exc:
+        problems.append(f"{where}: event_types() raised {type(exc).__name__}: {exc}")
+        return None
+    if declared is None:
+        return None
+    if isinstance(declared, str) or not all(t in _EVENT_TYPES for t in declared):
+        problems.append(
+            f"{where}: event_types() must return event types "
+            f"({', '.join(_EVENT_TYPES)}), not {brief(declared)}"
+        )
+        return None
+    return frozenset(declared)
+
+
+def _consent_missing(table: Any, problems: list[str]) -> str:
+    """``[consent] missing``: what events with no consent object do (default: deliver)."""
+    if not isinstance(table, Mapping):
+        problems.append("consent: must be a table")
+        return "deliver"
+    unknown = sorted(set(table) - {"missing"})
+    if unknown:
+        problems.append(f"consent: unknown key(s) {', '.join(unknown)}; expected missing")
+    missing = table.get("missing", "deliver")
+    if missing not in CONSENT_MISSING:
+        problems.append(f"consent.missing: must be 'deliver' or 'skip', not {brief(missing)}")
+        return "deliver"
+    return str(missing)
 
 
 def _mentions_variables(value: Any) -> bool:

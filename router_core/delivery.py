@@ -27,6 +27,7 @@ import httpx
 from router_core.destination import Destination
 from router_core.errors import DeliveryError
 from router_core.events import Event
+from router_core.observers import NO_OBSERVERS, Observers
 from router_core.plugins import LoadedPlugin
 from router_core.redaction import exception_text, redact_exception
 from router_core.results import Delivery, DeliveryResult
@@ -174,12 +175,15 @@ async def _attempts(
     *,
     policy: RetrySettings | None,
     log_fields: Mapping[str, Any],
+    message_ids: Sequence[str],
+    observers: Observers,
     first_attempt: int = 1,
 ) -> Outcome:
     """The attempt loop: try ``call``; retry transient failures while ``policy`` allows.
 
     ``policy=None`` makes exactly one attempt. ``first_attempt`` numbers the log lines when
-    earlier attempts happened elsewhere (the outbox counts them across runs).
+    earlier attempts happened elsewhere (the outbox counts them across runs). Each attempt is
+    logged and told to ``observers`` (for ``message_ids``, the events it carried).
     """
     timeout = destination.routing.timeout
     log = destination.log
@@ -207,6 +211,14 @@ async def _attempts(
                 attempt=first_attempt + attempt - 1,
                 duration_ms=round(duration_ms, 2),
                 **log_fields,
+            )
+            observers.attempted(
+                destination.name,
+                message_ids,
+                "delivered",
+                first_attempt + attempt - 1,
+                duration_ms,
+                None,
             )
             return Outcome(
                 success=True,
@@ -239,6 +251,14 @@ async def _attempts(
             **extra,
             **log_fields,
         )
+        observers.attempted(
+            destination.name,
+            message_ids,
+            status,
+            first_attempt + attempt - 1,
+            duration_ms,
+            failed.error,
+        )
         if not will_retry:
             return Outcome(
                 success=False,
@@ -261,6 +281,7 @@ async def deliver_event(
     *,
     policy: RetrySettings | None = None,
     first_attempt: int = 1,
+    observers: Observers = NO_OBSERVERS,
 ) -> Outcome:
     """Deliver one event with ``send_event``; one attempt unless ``policy`` allows retries."""
     return await _attempts(
@@ -271,6 +292,8 @@ async def deliver_event(
         ),
         policy=policy,
         log_fields={"message_id": event.message_id},
+        message_ids=(event.message_id,),
+        observers=observers,
         first_attempt=first_attempt,
     )
 
@@ -282,6 +305,7 @@ async def deliver_batch(
     *,
     policy: RetrySettings | None = None,
     first_attempt: int = 1,
+    observers: Observers = NO_OBSERVERS,
 ) -> Outcome:
     """Deliver ``events`` in one ``send_batch`` request (all or nothing).
 
@@ -301,13 +325,20 @@ async def deliver_batch(
         ),
         policy=policy,
         log_fields=fields,
+        message_ids=[event.message_id for event in events],
+        observers=observers,
         first_attempt=first_attempt,
     )
 
 
 async def deliver(
-    plugin: LoadedPlugin, destination: Destination[Any], event: Event
+    plugin: LoadedPlugin,
+    destination: Destination[Any],
+    event: Event,
+    observers: Observers = NO_OBSERVERS,
 ) -> DeliveryResult:
     """Deliver ``event``, retrying transient failures as the destination's policy allows."""
-    outcome = await deliver_event(plugin, destination, event, policy=destination.routing.retry)
+    outcome = await deliver_event(
+        plugin, destination, event, policy=destination.routing.retry, observers=observers
+    )
     return outcome.to_result(destination)

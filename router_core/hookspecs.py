@@ -5,8 +5,12 @@ It provides one kind of destination: the config's ``plugin = "<entry-point name>
 A transform plugin implements ``transform_event`` (and need not implement ``send_event``): a
 destination's ``[[destinations.NAME.transforms]]`` table with ``type = "plugin"`` and
 ``name = "<entry-point name>"`` selects it.
-The router calls each plugin's hooks on their own (never ``pm.hook.<name>()`` across all
-plugins), so one plugin failing or returning garbage cannot affect another.
+The router calls each plugin's destination and transform hooks on their own (never
+``pm.hook.<name>()`` across all plugins), so one plugin failing or returning garbage cannot
+affect another. The observer hooks (``delivery_attempted``, ``dead_lettered``) are the
+exception: they are broadcast to every plugin through the registry's ``plugin_manager``, and
+a plugin may implement only them (metrics, audit logs). An observer that raises is logged and
+never affects delivery.
 """
 
 from __future__ import annotations
@@ -17,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pluggy
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from router_core.destination import Destination
-    from router_core.events import Event
+    from router_core.events import Event, EventType
     from router_core.limits import BatchLimits
     from router_core.results import Delivery
     from router_core.settings import DestinationSettings
@@ -28,7 +32,10 @@ if TYPE_CHECKING:
 __all__ = [
     "PROJECT_NAME",
     "BatchLimitsHook",
+    "DeadLetteredHook",
+    "DeliveryAttemptedHook",
     "DestinationSettingsHook",
+    "EventTypesHook",
     "SendBatchHook",
     "SendEventHook",
     "TransformEventHook",
@@ -113,6 +120,45 @@ def transform_event(
     """
 
 
+@hookspec(firstresult=True)
+def event_types(settings: DestinationSettings) -> Collection[EventType] | None:
+    """The event types a destination with these ``settings`` takes; ``None`` for all. Optional.
+
+    Events of other types are skipped for that destination (``report.skip_reasons`` says
+    ``"unsupported type"``) instead of failing there and, in queued mode, filling the dead
+    letter. Called once per destination when the router is built.
+    """
+
+
+@hookspec
+def delivery_attempted(  # noqa: PLR0917 - pluggy passes hook arguments by keyword
+    destination: str,
+    message_id: str,
+    outcome: str,
+    attempt: int,
+    duration_ms: float,
+    error: str | None,
+) -> None:
+    """Observer: one attempt to deliver one event to ``destination`` finished. Optional.
+
+    ``outcome`` is ``"delivered"``, ``"retrying"`` (direct mode retries now),
+    ``"retry_later"`` (queued mode retries later) or ``"failed"`` (given up: a permanent
+    refusal, or the retries ran out); ``error`` says why when it was not delivered (secrets
+    masked). A batch attempt calls it once per event of the batch. Broadcast to every plugin
+    that implements it; keep it quick (it runs on the router's loop) and never raise (an
+    exception is logged and ignored).
+    """
+
+
+@hookspec
+def dead_lettered(destination: str, message_id: str, error: str) -> None:
+    """Observer: queued delivery put one event for ``destination`` in the dead letter. Optional.
+
+    ``error`` is the reason stored with it (secrets masked). Broadcast like
+    ``delivery_attempted``.
+    """
+
+
 # The hooks' shapes as types, so that mypy checks an implementation against its spec:
 # ``_: SendEventHook = send_event`` in a plugin (or its tests) fails type checking when the
 # implementation's parameters or return type do not fit. pluggy checks the names at runtime.
@@ -150,3 +196,23 @@ class TransformEventHook(Protocol):
     def __call__(
         self, event: Event, options: Mapping[str, Any], destination: str
     ) -> Event | Sequence[Event] | None: ...
+
+
+class EventTypesHook(Protocol):
+    def __call__(self, settings: DestinationSettings) -> Collection[EventType] | None: ...
+
+
+class DeliveryAttemptedHook(Protocol):
+    def __call__(  # noqa: PLR0917 - the hook's shape
+        self,
+        destination: str,
+        message_id: str,
+        outcome: str,
+        attempt: int,
+        duration_ms: float,
+        error: str | None,
+    ) -> None: ...
+
+
+class DeadLetteredHook(Protocol):
+    def __call__(self, destination: str, message_id: str, error: str) -> None: ...

@@ -30,11 +30,16 @@ PLUGINS_ENV_VAR = "EVENT_ROUTER_PLUGINS"
 
 _PLUGIN_HOOKS = (
     "batch_limits",
+    "dead_lettered",
+    "delivery_attempted",
     "destination_settings",
+    "event_types",
     "send_batch",
     "send_event",
     "transform_event",
 )
+# A plugin must implement one of these to be of any use: deliver, transform, or observe.
+_ROLE_HOOKS = frozenset({"send_event", "transform_event", "delivery_attempted", "dead_lettered"})
 
 _Before = Callable[[str, Sequence[pluggy.HookImpl], Mapping[str, Any]], None]
 _After = Callable[[pluggy.Result[Any], str, Sequence[pluggy.HookImpl], Mapping[str, Any]], None]
@@ -76,6 +81,12 @@ class LoadedPlugin:
     send_batch: Callable[..., list[Any]] | None = None
     batch_is_async: bool = False
     transform_event: Callable[..., Any] | None = None
+    event_types: Callable[..., Any] | None = None
+
+    @property
+    def delivers(self) -> bool:
+        """Whether the plugin implements ``send_event`` (a destination may name it)."""
+        return "send_event" in self.info.hooks
 
     def limits_for(self, settings: DestinationSettings) -> BatchLimits:
         """The ``BatchLimits`` of a destination with ``settings`` (``batch_limits(settings)``)."""
@@ -219,8 +230,11 @@ class PluginRegistry:
     ) -> LoadedPlugin:
         hook = own.hook
         implemented = {h for h in _PLUGIN_HOOKS if getattr(hook, h).get_hookimpls()}
-        if not implemented & {"send_event", "transform_event"}:
-            raise ValueError("it does not implement the send_event hook (nor transform_event)")
+        if not implemented & _ROLE_HOOKS:
+            raise ValueError(
+                "it does not implement the send_event hook (nor transform_event, "
+                "delivery_attempted or dead_lettered)"
+            )
         if "transform_event" in implemented and _is_async(hook.transform_event):
             raise TypeError("transform_event must be a plain def (transforms are CPU work)")
         settings_model: type[DestinationSettings] = _EmptySettings
@@ -254,6 +268,7 @@ class PluginRegistry:
             send_batch=hook.send_batch if "send_batch" in implemented else None,
             batch_is_async="send_batch" in implemented and _is_async(hook.send_batch),
             transform_event=hook.transform_event if "transform_event" in implemented else None,
+            event_types=hook.event_types if "event_types" in implemented else None,
         )
 
     # -- queries ------------------------------------------------------------------------------

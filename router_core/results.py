@@ -70,7 +70,11 @@ class SendReport:
     """Per-destination results of one ``send()``.
 
     ``results`` is keyed by destination name (from the config). ``skipped`` names enabled
-    destinations whose filters did not match the event. ``queued`` is true when the event was
+    destinations the event did not go to, and ``skip_reasons`` says why for each of them:
+    ``"filter"`` (its ``events``/``types``), ``"unsupported type"`` (its plugin does not take
+    the event's type), ``"integrations"`` (the event's ``integrations`` switched it off),
+    ``"consent"``, or what a transform said when it dropped the event (``"sampled out"``,
+    ``"dropped by transform drop_events"``). ``queued`` is true when the event was
     accepted into the outbox rather than delivered while the caller waited; ``results`` is then
     empty and ``queued_for`` names the destinations it will be delivered to. ``disabled`` is
     true when the router is switched off (``Router(disabled=True)``): the event was validated
@@ -85,6 +89,7 @@ class SendReport:
     queued_for: tuple[str, ...] = ()
     disabled: bool = False
     disabled_for: tuple[str, ...] = ()
+    skip_reasons: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -103,6 +108,7 @@ class SendReport:
             "queued_for": list(self.queued_for),
             "results": {name: result.to_dict() for name, result in self.results.items()},
             "skipped": list(self.skipped),
+            "skip_reasons": {name: self.skip_reasons.get(name, "filter") for name in self.skipped},
             "disabled": self.disabled,
             "disabled_for": list(self.disabled_for),
         }

@@ -17,17 +17,19 @@ from typing import Any
 import httpx
 
 from router_core.batch import Progress, deliver_many, parse_many
-from router_core.config import RouterConfig
-from router_core.delivery import deliver
+from router_core.config import CONSENT_MISSING, RouterConfig
 from router_core.destination import Destination
 from router_core.errors import ConfigError, RouterClosedError
 from router_core.events import Event
 from router_core.http import USER_AGENT
 from router_core.logs import configure_from_settings, get_logger
+from router_core.observers import ErrorCallback, Observers
 from router_core.outbox import Outbox, QueuedDelivery, QueueSettings
 from router_core.plugins import PluginRegistry, default_registry
+from router_core.preview import Preview, preview_event
 from router_core.response_cap import cap_response_body
 from router_core.results import BatchReport, DeliveryResult, FlushResult, SendReport
+from router_core.routing import Routing
 from router_core.runtime import LoopThread
 from router_core.secrets import register_secret
 from router_core.shortcuts import EventShortcuts
@@ -70,6 +72,12 @@ class Router(EventShortcuts):
     of its choosing); the router uses it on its own loop thread, so give it a client no other
     event loop uses, and the router does not close it. The router adds its response-body cap
     to the client's response hooks. Without it the client is built from the ``[http]`` table.
+
+    ``consent_missing`` (``"deliver"`` or ``"skip"``; by default the config's
+    ``[consent] missing``, else ``"deliver"``) says what an event with no consent object does
+    at a destination that lists ``consent`` categories. ``on_error(message_id, result)`` is
+    called for every failed delivery: each failed result of a direct send, and each event
+    queued delivery dead-letters (an exception it raises is logged and ignored).
     """
 
     def __init__(
@@ -81,6 +89,8 @@ class Router(EventShortcuts):
         queue: QueueSettings | Mapping[str, Any] | None = None,
         disabled: bool | None = None,
         http_client: httpx.AsyncClient | None = None,
+        consent_missing: str | None = None,
+        on_error: ErrorCallback | None = None,
     ) -> None:
         if http_client is not None and not isinstance(http_client, httpx.AsyncClient):
             raise TypeError(
@@ -99,10 +109,11 @@ class Router(EventShortcuts):
             register_secret(password)
         self._given_client = http_client
         self._disabled = _disabled(disabled, env)
-        # With no filters anywhere every event goes everywhere: _route() need not ask each one.
-        self._unfiltered: tuple[str, ...] | None = None
-        if all(d.routing.types is None and d.routing.events is None for d in self._resolved):
-            self._unfiltered = tuple(d.name for d in self._resolved)
+        missing = consent_missing if consent_missing is not None else config.consent_missing
+        if missing not in CONSENT_MISSING:
+            raise ConfigError([f"consent_missing: must be 'deliver' or 'skip', not {missing!r}"])
+        self._routing = Routing(self._resolved, missing)
+        self._observers = Observers(self._registry.plugin_manager, on_error)
         configure_from_settings(config.logging)  # only when [logging] or EVENT_ROUTER_LOG_* ask
         self._runtime = LoopThread()
         self._lock = threading.Lock()
@@ -139,6 +150,8 @@ class Router(EventShortcuts):
         queue: QueueSettings | Mapping[str, Any] | None = None,
         disabled: bool | None = None,
         http_client: httpx.AsyncClient | None = None,
+        consent_missing: str | None = None,
+        on_error: ErrorCallback | None = None,
     ) -> Router:
         """Build a router from a TOML config file (see the README's config reference)."""
         config = path if isinstance(path, RouterConfig) else RouterConfig.load(path)
@@ -149,6 +162,8 @@ class Router(EventShortcuts):
             queue=queue,
             disabled=disabled,
             http_client=http_client,
+            consent_missing=consent_missing,
+            on_error=on_error,
         )
 
     # -- introspection ------------------------------------------------------------------------
@@ -192,7 +207,7 @@ class Router(EventShortcuts):
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, event: Event | Mapping[str, Any]) -> SendReport:
-        """Send ``event`` to every enabled destination whose filters match; wait for results.
+        """Send ``event`` to every enabled destination routing selects; wait for results.
 
         Raises ``InvalidEventError`` (before any request) when the event is not valid.
 
@@ -276,11 +291,12 @@ class Router(EventShortcuts):
         return self._enqueue(self._queue, event)
 
     def _disabled_report(self, event: Event) -> SendReport:
-        chosen, skipped = self._route(event)
+        chosen, skipped = self._routing.route(event)
         return SendReport(
             message_id=event.message_id,
             results={},
-            skipped=skipped,
+            skipped=tuple(skipped),
+            skip_reasons=skipped,
             disabled=True,
             disabled_for=chosen,
         )
@@ -288,28 +304,36 @@ class Router(EventShortcuts):
     async def _fan_out_many(
         self, events: list[Event], progress: Progress | None
     ) -> list[SendReport]:
-        routes = [self._route(event) for event in events]
-        return await deliver_many(self._ensure_targets(), events, routes, progress)
-
-    def _route(self, event: Event) -> tuple[tuple[str, ...], tuple[str, ...]]:
-        """Names of the destinations ``event`` goes to, and of those whose filters skip it."""
-        if self._unfiltered is not None:
-            return self._unfiltered, ()
-        chosen: list[str] = []
-        skipped: list[str] = []
-        for d in self._resolved:
-            (chosen if d.routing.accepts(event) else skipped).append(d.name)
-        return tuple(chosen), tuple(skipped)
+        routes = [self._routing.route(event) for event in events]
+        reports = await deliver_many(self._ensure_targets(), events, routes, progress)
+        for report in reports:
+            for result in report.failed.values():
+                self._observers.failed(report.message_id, result)
+        return reports
 
     def _enqueue(self, queue: QueuedDelivery, event: Event) -> SendReport:
-        chosen, skipped = self._route(event)
+        # Transforms run at delivery, in the worker: the outbox stores the event once.
+        chosen, skipped = self._routing.route(event)
         queue.enqueue(event, chosen)
         return SendReport(
             message_id=event.message_id,
             results={},
-            skipped=skipped,
+            skipped=tuple(skipped),
             queued=True,
             queued_for=chosen,
+            skip_reasons=skipped,
+        )
+
+    def preview(self, event: Event | Mapping[str, Any]) -> list[Preview]:
+        """What each enabled destination would receive for ``event``, without sending it.
+
+        Routing, consent and transforms run as in ``send()``; each plugin's own code builds
+        the request, which a mock transport records instead of sending (no network, no
+        outbox). Bodies are decoded, with secrets masked. See ``router_core.preview``.
+        """
+        parsed = self._accept(event)
+        return self._runtime.run(
+            preview_event(parsed, self._resolved, self._registry, self._routing)
         )
 
     def flush(self, timeout: float | None = None) -> FlushResult:
@@ -334,17 +358,27 @@ class Router(EventShortcuts):
         return Event.parse(event)
 
     async def _fan_out(self, event: Event) -> SendReport:
-        names, skipped = self._route(event)
+        names, skipped = self._routing.route(event)
         chosen = [t for t in self._ensure_targets() if t.name in names]
-        results: list[DeliveryResult]
+        answers: list[DeliveryResult | str]
         if len(chosen) == 1:
-            results = [await deliver(*chosen[0], event)]
+            answers = [await chosen[0].deliver(event)]
         else:
-            results = await asyncio.gather(*(deliver(p, d, event) for p, d in chosen))
+            answers = await asyncio.gather(*(t.deliver(event) for t in chosen))
+        results: dict[str, DeliveryResult] = {}
+        for target, answer in zip(chosen, answers, strict=True):
+            if isinstance(answer, str):
+                skipped[target.name] = answer  # a transform dropped it
+                continue
+            results[target.name] = answer
+            if not answer.success:
+                self._observers.failed(event.message_id, answer)
+        ordered = {d.name: skipped[d.name] for d in self._resolved if d.name in skipped}
         return SendReport(
             message_id=event.message_id,
-            results={r.destination: r for r in results},
-            skipped=skipped,
+            results=results,
+            skipped=tuple(ordered),
+            skip_reasons=ordered,
         )
 
     def _ensure_targets(self) -> list[Target]:
@@ -364,6 +398,8 @@ class Router(EventShortcuts):
                         client=self._client,
                         log=log.bind(destination=cfg.name, plugin=cfg.plugin),
                     ),
+                    cfg.transforms,
+                    self._observers,
                 )
                 for cfg in self._resolved
             ]

@@ -29,7 +29,10 @@ def test_every_hook_is_documented_in_the_readme() -> None:
     ]
     assert sorted(hooks) == [
         "batch_limits",
+        "dead_lettered",
+        "delivery_attempted",
         "destination_settings",
+        "event_types",
         "send_batch",
         "send_event",
         "transform_event",

@@ -225,5 +225,5 @@ def test_http_table_expands_variables() -> None:
 
 
 def test_unknown_top_level_key_lists_http() -> None:
-    with pytest.raises(ConfigError, match="expected destinations, logging, queue, http"):
+    with pytest.raises(ConfigError, match="expected consent, destinations, http, logging, queue"):
         RouterConfig.from_dict({"htp": {}})

@@ -243,3 +243,57 @@ def test_queued_send_many_enqueues_each_event() -> None:
         assert all(r.queued and r.queued_for == ("each",) for r in batch.reports)
         assert router.flush(timeout=10).complete
     assert len(plugin.seen) == 4
+
+
+class BatchRecorder:
+    """A destination plugin that records each batch it is given."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[Event]] = []
+
+    @hookimpl
+    async def send_event(self, destination: Destination[Any], event: Event) -> Delivery:
+        self.batches.append([event])
+        return Delivery(200)
+
+    @hookimpl
+    async def send_batch(self, destination: Destination[Any], events: list[Event]) -> Delivery:
+        self.batches.append(list(events))
+        return Delivery(200)
+
+
+def test_send_many_routes_and_transforms_as_send_does() -> None:
+    raw, scrubbed = BatchRecorder(), BatchRecorder()
+    registry = PluginRegistry(entry_points=False)
+    registry.register(raw, "raw")
+    registry.register(scrubbed, "scrubbed")
+    destinations = {
+        "raw": {"plugin": "raw"},
+        "scrubbed": {
+            "plugin": "scrubbed",
+            "transforms": [
+                {"type": "drop", "paths": ["properties.card_*"]},
+                {"type": "drop_events", "events": ["Debug *"]},
+            ],
+        },
+    }
+    sent = [
+        Event.track("Order Completed", user_id="u1", properties={"card_last4": "4242", "n": 1}),
+        Event.track("Debug Ping", user_id="u2"),
+        Event.track("Signed Up", user_id="u3", integrations={"scrubbed": False}),
+    ]
+    with Router(destinations, plugins=registry) as router:
+        batch = router.send_many(sent)
+        single = router.send(sent[0])
+    assert batch.ok
+    # Each destination got one request holding what its own routing and transforms let through.
+    assert [[e.message_id for e in b] for b in raw.batches[:1]] == [[e.message_id for e in sent]]
+    first = scrubbed.batches[0]
+    assert [e.message_id for e in first] == [sent[0].message_id]
+    assert first[0].properties == {"n": 1}
+    assert batch.reports[1].skip_reasons == {"scrubbed": "dropped by transform drop_events"}
+    assert batch.reports[2].skip_reasons == {"scrubbed": "integrations"}
+    assert batch.reports[0].skip_reasons == {}
+    # The same event sent alone reaches the scrubbed destination in the same shape.
+    assert scrubbed.batches[-1][0].properties == first[0].properties
+    assert single.ok

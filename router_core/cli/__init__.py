@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from router_core.cli import config, outbox, plugins, run, sandbox, scaffold, send
+from router_core.cli import config, outbox, plugins, preview, run, sandbox, scaffold, send
 from router_core.cli.errors import EXIT_OK, RouterGroup
 from router_core.cli.options import setup_logging
 from router_core.http import LIBRARY_VERSION
@@ -32,6 +32,7 @@ def main(ctx: click.Context) -> int:
 # Every command, in one place: a new command (group) is one module import above and one line
 # here. (Modules are imported, not their commands, so router_core.cli.<name> stays the module.)
 main.add_command(send.send)
+main.add_command(preview.preview)
 main.add_command(run.run)
 main.add_command(plugins.plugins)
 main.add_command(config.config)

@@ -23,7 +23,7 @@ from router_core.events import Event, EventType
 from router_core.results import SendReport
 from router_core.router import Router
 
-__all__ = ["parse_events", "send"]
+__all__ = ["parse_events", "read_events", "send"]
 
 _TEXT_FIELDS = (
     "event",
@@ -93,20 +93,7 @@ def send(
         --properties '{"total": 99.99}'
     event-router send --file events.jsonl
     """
-    given = {name: value for name, value in fields.items() if value is not None}
-    if file is not None:
-        mixed = [f"--{_flag(name)}" for name in given]
-        if event_type is not None:
-            mixed.insert(0, "--type")
-        if mixed:
-            raise BadInput(
-                f"--file cannot be combined with {', '.join(mixed)}; put every field in the file"
-            )
-        source = "<stdin>" if file.name == "-" else file.name
-        events = parse_events(file.read(), source)
-    else:
-        events = [_event_from_options(event_type or "track", given)]
-
+    events = read_events(event_type, file, fields)
     config = RouterConfig.load(config_path)
     setup_logging(verbose, config.logging)
     if file is not None:
@@ -134,6 +121,24 @@ def _send_file(config: RouterConfig, events: list[Event], as_json: bool) -> int:
     else:
         print_batch_summary(batch)
     return EXIT_OK if batch.ok else EXIT_FAILED
+
+
+def read_events(
+    event_type: str | None, file: TextIO | None, fields: dict[str, str | None]
+) -> list[Event]:
+    """The events the command's options (or its ``--file``) describe."""
+    given = {name: value for name, value in fields.items() if value is not None}
+    if file is None:
+        return [_event_from_options(event_type or "track", given)]
+    mixed = [f"--{_flag(name)}" for name in given]
+    if event_type is not None:
+        mixed.insert(0, "--type")
+    if mixed:
+        raise BadInput(
+            f"--file cannot be combined with {', '.join(mixed)}; put every field in the file"
+        )
+    source = "<stdin>" if file.name == "-" else file.name
+    return parse_events(file.read(), source)
 
 
 def _flag(field: str) -> str:

@@ -95,11 +95,14 @@ class QueuedDelivery:
 
     async def _start_workers(self) -> None:
         self._workers = {}
-        for plugin, destination in self._targets():
+        for target in self._targets():
+            destination = target.destination
             worker = DestinationWorker(
                 outbox=self.outbox,
-                plugin=plugin,
+                plugin=target.plugin,
                 destination=destination,
+                transforms=target.transforms,
+                observers=target.observers,
                 settings=self.settings,
                 recent=self._recent,
                 is_flushing=lambda: self._flushing > 0,

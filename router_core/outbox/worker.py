@@ -11,6 +11,12 @@ per row: acknowledged rows are deleted, transient failures are rescheduled with 
 dead-lettered. A batch refused permanently (400, 413, or a plugin's own refusal) is split in
 halves until the events at fault are isolated, so the good ones are still delivered.
 
+Transforms run here, at delivery, on the event as stored (once, whatever the destinations):
+the same event and config give the same output in every process and retry. A row a
+transform drops is acknowledged (logged as ``outbox_transform_dropped``), one whose transform
+fails goes to the dead letter with the reason. Each attempt and each dead letter is told to
+the observers (``delivery_attempted``, ``dead_lettered``, the router's ``on_error``).
+
 Two clocks: every wait in this process (backoff pauses, lease renewals, polling) runs on the
 monotonic clock, which the wall clock stepping back cannot stretch; times stored in the outbox
 (``next_attempt_at``, leases) are wall-clock Unix seconds, as other processes read them. A
@@ -36,12 +42,14 @@ from router_core.destination import Destination
 from router_core.errors import InvalidEventError
 from router_core.events import Event
 from router_core.logs import get_logger
+from router_core.observers import NO_OBSERVERS, Observers
 from router_core.outbox.recent import RecentEvents
 from router_core.outbox.store import ENVELOPE_BYTES, ClaimedRow, Outbox, estimate_bytes
 from router_core.plugins import LoadedPlugin
 from router_core.retry import backoff_delay
 from router_core.settings import QueueSettings
 from router_core.splitting import deliver_splitting
+from router_core.transforms import TransformPipeline
 
 __all__ = ["Clock", "DestinationWorker"]
 
@@ -61,6 +69,9 @@ class Clock:
     monotonic: Callable[[], float] = time.monotonic
 
 
+_Prepared = tuple[ClaimedRow, tuple[Event, ...]]
+"""A claimed row and the events its transforms made of it (just its own, without any)."""
+
 system_clock = Clock()
 """The clock a worker uses unless it is given one (tests replace it to step the wall clock)."""
 
@@ -79,6 +90,8 @@ class DestinationWorker:
         is_flushing: Callable[[], bool],
         on_progress: Callable[[], None],
         clock: Clock | None = None,
+        transforms: TransformPipeline | None = None,
+        observers: Observers = NO_OBSERVERS,
     ) -> None:
         self.name = destination.name
         self.clock = clock if clock is not None else system_clock
@@ -89,6 +102,8 @@ class DestinationWorker:
         self._recent = recent
         self._is_flushing = is_flushing
         self._on_progress = on_progress
+        self._transforms = transforms
+        self._observers = observers
         self._log = get_logger("event_router.outbox").bind(
             destination=destination.name, plugin=destination.plugin
         )
@@ -246,12 +261,37 @@ class DestinationWorker:
             except (ValueError, InvalidEventError) as exc:
                 error = f"stored event {row.message_id!r} cannot be read: {exc}"
                 self._dead([row], Outcome(success=False, attempts=1, duration_ms=0, error=error))
-        if not parsed:
+        prepared = self._transform(parsed)
+        if not prepared:
             return
         if self._plugin.send_batch is not None:
-            await self._send_batch(parsed)
+            await self._send_batch(prepared)
         else:
-            await self._send_each(parsed)
+            await self._send_each(prepared)
+
+    def _transform(self, parsed: Sequence[tuple[ClaimedRow, Event]]) -> list[_Prepared]:
+        """Apply the destination's transforms; settle rows dropped or failed by them."""
+        if self._transforms is None:
+            return [(row, (event,)) for row, event in parsed]
+        prepared: list[_Prepared] = []
+        dropped: list[ClaimedRow] = []
+        for row, event in parsed:
+            outcome = self._transforms.apply(event)
+            if outcome.error is not None:
+                failed = Outcome(success=False, attempts=1, duration_ms=0, error=str(outcome.error))
+                self._dead([row], failed)
+            elif not outcome.events:
+                dropped.append(row)
+                self._log.info(
+                    "outbox_transform_dropped", message_id=row.message_id, reason=outcome.dropped
+                )
+            else:
+                prepared.append((row, outcome.events))
+        if dropped:  # settled: not delivered, and never will be
+            assert self._token is not None
+            self._outbox.ack(self.name, self._token, [r.event_id for r in dropped])
+            self._on_progress()
+        return prepared
 
     def _renew(self) -> None:
         """Push back the lease when it could run out during the next attempt."""
@@ -262,22 +302,23 @@ class DestinationWorker:
             self._lease_until = now + self._lease
             self._outbox.extend(self.name, self._token, self.clock.wall() + self._lease)
 
-    async def _send_batch(self, batch: Sequence[tuple[ClaimedRow, Event]]) -> bool:
+    async def _send_batch(self, batch: Sequence[_Prepared]) -> bool:
         """Deliver ``batch`` in one request, splitting it on a permanent refusal.
 
         Returns False when a transient failure paused the destination (stop the round).
         """
 
-        async def send(part: Sequence[tuple[ClaimedRow, Event]]) -> Outcome:
+        async def send(part: Sequence[_Prepared]) -> Outcome:
             self._renew()
             return await deliver_batch(
                 self._plugin,
                 self._destination,
-                [event for _, event in part],
+                [event for _, events in part for event in events],
                 first_attempt=max(row.attempts for row, _ in part) + 1,
+                observers=self._observers,
             )
 
-        def settle(part: Sequence[tuple[ClaimedRow, Event]], outcome: Outcome) -> bool:
+        def settle(part: Sequence[_Prepared], outcome: Outcome) -> bool:
             rows = [row for row, _ in part]
             if outcome.success:
                 self._ack(rows)
@@ -298,18 +339,30 @@ class DestinationWorker:
 
         return await deliver_splitting(batch, send, settle, on_split)
 
-    async def _send_each(self, batch: Sequence[tuple[ClaimedRow, Event]]) -> None:
-        """Deliver rows one request each, ``concurrency`` at a time (no ``send_batch``)."""
+    async def _send_each(self, batch: Sequence[_Prepared]) -> None:
+        """Deliver rows one request each, ``concurrency`` at a time (no ``send_batch``).
+
+        A row a transform split into several events sends them in turn; the first failure
+        is the row's outcome.
+        """
         gate = asyncio.Semaphore(self._settings.concurrency)
 
-        async def one(row: ClaimedRow, event: Event) -> Outcome:
+        async def one(row: ClaimedRow, events: Sequence[Event]) -> Outcome:
             async with gate:
-                self._renew()
-                return await deliver_event(
-                    self._plugin, self._destination, event, first_attempt=row.attempts + 1
-                )
+                for event in events:
+                    self._renew()
+                    outcome = await deliver_event(
+                        self._plugin,
+                        self._destination,
+                        event,
+                        first_attempt=row.attempts + 1,
+                        observers=self._observers,
+                    )
+                    if not outcome.success:
+                        break
+                return outcome
 
-        outcomes = await asyncio.gather(*(one(row, event) for row, event in batch))
+        outcomes = await asyncio.gather(*(one(row, events) for row, events in batch))
         delivered: list[ClaimedRow] = []
         transient: list[tuple[ClaimedRow, Outcome]] = []
         for (row, _), outcome in zip(batch, outcomes, strict=True):
@@ -401,3 +454,8 @@ class DestinationWorker:
             error=outcome.error,
         )
         self._on_progress()
+        error = outcome.error or "failed"
+        result = outcome.to_result(self._destination)
+        for row in rows:
+            self._observers.dead_lettered(self.name, row.message_id, error)
+            self._observers.failed(row.message_id, result)

@@ -65,8 +65,9 @@ class RoutingSettings(MaskedReprModel):
     types: tuple[EventType, ...] | None = None
     timeout: float = Field(default=10.0, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
+    consent: tuple[str, ...] | None = None
 
-    @field_validator("events", mode="before")
+    @field_validator("events", "consent", mode="before")
     @classmethod
     def _one_or_many(cls, value: Any) -> Any:
         return (value,) if isinstance(value, str) else value
@@ -83,6 +84,20 @@ class RoutingSettings(MaskedReprModel):
             return True
         label = event.label
         return any(fnmatchcase(label, p) or fnmatchcase(event.type, p) for p in self.events)
+
+    def consented(self, event: Event, *, missing: bool = True) -> bool:
+        """Whether ``event``'s consent grants every category this destination needs.
+
+        The consent object is Segment's ``context.consent.categoryPreferences``; an event
+        without one gets ``missing`` (the router's ``[consent] missing`` setting).
+        """
+        if not self.consent:
+            return True
+        consent = event.context.get("consent")
+        preferences = consent.get("categoryPreferences") if isinstance(consent, dict) else None
+        if not isinstance(preferences, dict):
+            return missing
+        return all(preferences.get(category) is True for category in self.consent)
 
 
 ROUTING_KEYS = frozenset(RoutingSettings.model_fields)
