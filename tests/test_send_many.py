@@ -267,7 +267,7 @@ def test_send_many_routes_and_transforms_as_send_does() -> None:
     registry = PluginRegistry(entry_points=False)
     registry.register(raw, "raw")
     registry.register(scrubbed, "scrubbed")
-    destinations = {
+    destinations: dict[str, dict[str, Any]] = {
         "raw": {"plugin": "raw"},
         "scrubbed": {
             "plugin": "scrubbed",
