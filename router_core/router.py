@@ -113,8 +113,10 @@ class Router:
         queue: QueueSettings | Mapping[str, Any] | None = None,
     ) -> Router:
         """Build a router from a TOML config file (see the README's config reference)."""
-        config = path if isinstance(path, RouterConfig) else RouterConfig.load(path)
-        return cls(config, plugins=plugins, env=env, queue=queue)
+        if not isinstance(path, RouterConfig):  # one ConfigError: the file's and its plugins'
+            registry = plugins if plugins is not None else default_registry()
+            path = RouterConfig.load(path, plugins=registry, env=env)
+        return cls(path, plugins=plugins, env=env, queue=queue)
 
     # -- introspection ------------------------------------------------------------------------
 

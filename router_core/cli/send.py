@@ -9,7 +9,7 @@ import click
 
 from router_core.cli.errors import EXIT_FAILED, EXIT_OK, BadInput
 from router_core.cli.options import (
-    DEFAULT_CONFIG,
+    config_option,
     json_option,
     plugin_registry,
     setup_logging,
@@ -42,7 +42,7 @@ _JSON_FIELDS = ("properties", "traits", "context")
 @click.option(
     "--type",
     "event_type",
-    type=click.Choice(get_args(EventType)),
+    type=click.Choice(get_args(EventType), case_sensitive=False),
     help="Event type (default: track).",
 )
 @click.option("--event", help="Event name (required for track).")
@@ -64,14 +64,7 @@ _JSON_FIELDS = ("properties", "traits", "context")
     type=click.File("r", encoding="utf-8"),
     help="Read events from a file ('-' for stdin): one JSON event, a JSON array, or JSON lines.",
 )
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="Router config (TOML).",
-)
+@config_option()
 @json_option
 @verbose_option
 def send(
@@ -103,7 +96,7 @@ def send(
     else:
         events = [_event_from_options(event_type or "track", given)]
 
-    config = RouterConfig.load(config_path)
+    config = RouterConfig.load(config_path, plugins=plugin_registry())
     setup_logging(verbose, config.logging)
     with Router(config, plugins=plugin_registry()) as router:
         reports = [router.send(event) for event in events]
