@@ -63,8 +63,9 @@ def test_version_lists_the_loaded_plugins_and_the_failed_ones() -> None:
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[1] == "plugins:"
-    assert lines[2] == "  broken (registered in-process)  failed to load: " + (
-        registry.failures()["broken"]
+    assert (
+        lines[2]
+        == "  broken (registered in-process)  failed to load: " + (registry.failures()["broken"])
     )
     assert lines[3] == "  ok_plugin (registered in-process)"
 
