@@ -279,7 +279,7 @@ class PluginRegistry:
             hint = f" ({PLUGINS_ENV_VAR}={os.environ[PLUGINS_ENV_VAR]!r} restricts loading"
             hint += "".join(f"; {line}" for line in self._unmatched) + ")"
         guess = did_you_mean(name, [*self._loaded, *self._infos])
-        return f"unknown plugin {name!r}{guess}; loaded plugins: {available}{hint}"
+        return f"unknown plugin {name!r}; loaded plugins: {available}{hint}{guess}"
 
     def __contains__(self, name: object) -> bool:
         return name in self._loaded

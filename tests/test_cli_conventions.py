@@ -129,7 +129,8 @@ def test_an_unknown_plugin_gets_a_suggestion(tmp_path: Path) -> None:
     result = invoke(["config", "check", str(config)])
 
     assert result.exit_code == 2
-    assert "unknown plugin 'segmnt'; did you mean 'segment'?" in result.stdout
+    assert "unknown plugin 'segmnt'; loaded plugins: " in result.stdout
+    assert "; did you mean 'segment'?" in result.stdout
 
 
 def test_a_misspelt_plugins_env_entry_is_shown_by_plugins(tmp_path: Path) -> None:
