@@ -301,24 +301,28 @@ def _resolve_one(
     expanded = interpolate(dict(table), env, where, missing)
     routing_table = {k: v for k, v in expanded.items() if k in ROUTING_KEYS}
     routing: RoutingSettings | None = None
+    routing_problems: list[str] = []
     try:
         routing = RoutingSettings.model_validate(routing_table)
     except ValidationError as exc:
-        problems.extend(_field_problems(where, exc, expanded))
-    if routing is not None and not routing.enabled:
-        return None
+        routing_problems = _field_problems(where, exc, expanded)
+        problems.extend(routing_problems)
+    if not (routing.enabled if routing is not None else expanded.get("enabled") is not False):
+        return None  # disabled: its plugin and settings are not checked
     problems.extend(missing)
     # A bad routing key (a timeout of 0) must not hide a bad plugin setting: the plugin's own
     # keys are checked whenever the plugin is known.
     plugin = routing.plugin if routing is not None else expanded.get("plugin")
-    if plugin not in registry:
-        if routing is not None:  # otherwise a bad or missing plugin is already reported
-            why = registry.why_missing(routing.plugin)
-            if _may_be_a_key(routing.plugin, registry, expanded):
-                why = without_echoes(why, [routing.plugin])
+    if not isinstance(plugin, str) or plugin not in registry:
+        if isinstance(plugin, str) and not any(
+            p.startswith(f"{where}.plugin:") for p in routing_problems
+        ):  # (a plugin of the wrong type, or none, is reported already)
+            why = registry.why_missing(plugin)
+            if _may_be_a_key(plugin, registry, expanded):
+                why = without_echoes(why, [plugin])
             problems.append(f"{where}.plugin: {why}")
         return None
-    model = registry.get(str(plugin)).settings_model
+    model = registry.get(plugin).settings_model
     settings = _plugin_settings(where, model, expanded, missing, problems)
     if settings is None or routing is None:
         return None

@@ -505,3 +505,16 @@ def test_a_queue_path_in_code_or_absolute_is_kept(
     assert absolute.path == tmp_path / "abs.db"
     assert overridden is not None
     assert overridden.path == Path("mine.db")
+
+
+def test_a_bad_routing_key_does_not_hide_an_unknown_plugin(
+    tmp_path: Path, registry: PluginRegistry
+) -> None:
+    path = write(tmp_path, '[destinations.c]\nplugin = "keyd"\ntimeout = 0\n')
+
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.load(path).resolve(registry, env={})
+
+    timeout, plugin = caught.value.problems
+    assert timeout == "destinations.c.timeout: Input should be greater than 0"
+    assert plugin.startswith("destinations.c.plugin: unknown plugin 'keyd';")
