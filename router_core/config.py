@@ -34,6 +34,7 @@ from router_core.settings import (
     validation_problems,
     without_echoes,
 )
+from router_core.settings.problems import did_you_mean
 from router_core.transforms import TransformPipeline
 
 __all__ = [
@@ -156,6 +157,9 @@ class RouterConfig:
     source: str | None = None
     http: Mapping[str, Any] | None = None
     consent_missing: str = "deliver"
+    base_dir: Path | None = None
+    """The config file's directory, which a relative ``[queue] path`` is relative to
+    (``None`` for a config built in code: relative to the working directory)."""
 
     def __repr__(self) -> str:
         return (
@@ -165,22 +169,56 @@ class RouterConfig:
         )
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH) -> RouterConfig:
-        """Read a TOML config file."""
-        return cls.from_dict(read_toml(path), source=str(path))
+    def load(
+        cls,
+        path: str | os.PathLike[str] = DEFAULT_CONFIG_PATH,
+        *,
+        plugins: PluginRegistry | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> RouterConfig:
+        """Read a TOML config file. A relative ``[queue] path`` in it is relative to the file.
+
+        With ``plugins``, the destinations are resolved too (``env`` expands their
+        ``${VAR}``), so one ``ConfigError`` lists the file's problems and its destinations'
+        together: a misspelt table does not hide a bad setting.
+        """
+        source = str(path)
+        config, problems = cls._parse(read_toml(path), source, Path(path).parent)
+        if plugins is not None:
+            problems += config._resolve(plugins, env)[1]
+        if problems:
+            raise ConfigError(problems, source=source)
+        return config
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str | None = None) -> RouterConfig:
+        """A config from a table built in code (relative paths stay relative to the working
+        directory). Raises ``ConfigError`` listing every problem."""
+        config, problems = cls._parse(data, source)
+        if problems:
+            raise ConfigError(problems, source=source)
+        return config
+
+    @classmethod
+    def _parse(
+        cls, data: Mapping[str, Any], source: str | None, base_dir: Path | None = None
+    ) -> tuple[RouterConfig, list[str]]:
+        """The config and every problem found, keeping what is valid so that resolving can
+        report the destinations' problems alongside."""
         if not isinstance(data, Mapping):
             raise ConfigError(["the config must be a table"], source=source)
         problems = _shape_problems(data)
         if problems:  # too deep to walk safely, or keys TOML could not have written
             raise ConfigError(problems, source=source)
-        unknown = sorted(set(data) - {"consent", "destinations", "http", "logging", "queue"})
+        unknown = sorted(set(data) - set(_TOP_LEVEL))
         if unknown:
+            hints = [
+                did_you_mean(key, _TOP_LEVEL, name=key if len(unknown) > 1 else None)
+                for key in unknown
+            ]
             problems.append(
                 f"unknown top-level key(s) {', '.join(unknown)}; "
-                "expected consent, destinations, http, logging, queue"
+                f"expected {', '.join(_TOP_LEVEL)}{''.join(hints)}"
             )
         consent_missing = _consent_missing(data.get("consent", {}), problems)
         destinations = data.get("destinations", {})
@@ -198,6 +236,7 @@ class RouterConfig:
         queue = data.get("queue")
         if queue is not None and not isinstance(queue, Mapping):
             problems.append("queue: must be a table")
+            queue = None
         elif queue is not None and not _mentions_variables(queue):
             try:  # a table with ${VAR} is checked once expanded, by queue_settings()
                 QueueSettings.coerce(queue)
@@ -211,16 +250,16 @@ class RouterConfig:
                 HttpSettings.model_validate(http)
             except ValidationError as exc:
                 problems.extend(_field_problems("http", exc, http))
-        if problems:
-            raise ConfigError(problems, source=source)
-        return cls(
+        config = cls(
             destinations={n: t for n, t in destinations.items() if isinstance(t, Mapping)},
             logging=logging,
             queue=queue,
             source=source,
             http=http,
             consent_missing=consent_missing,
+            base_dir=base_dir,
         )
+        return config, problems
 
     def http_settings(self, env: Mapping[str, str] | None = None) -> HttpSettings:
         """The ``[http]`` settings, with ``${VAR}`` expanded from ``env`` (default
@@ -258,6 +297,8 @@ class RouterConfig:
         expanded = interpolate(dict(table), environ, "queue", missing)
         if missing:
             raise ConfigError(missing, source=self.source)
+        if override is None and self.base_dir is not None:
+            expanded = _relative_to(self.base_dir, expanded)
         return QueueSettings.coerce(expanded)
 
     def resolve(
@@ -268,6 +309,14 @@ class RouterConfig:
         Raises ``ConfigError`` listing every problem. Disabled destinations are skipped
         entirely, so their env vars need not be set.
         """
+        resolved, problems = self._resolve(registry, env)
+        if problems:
+            raise ConfigError(problems, source=self.source)
+        return resolved
+
+    def _resolve(
+        self, registry: PluginRegistry, env: Mapping[str, str] | None
+    ) -> tuple[list[DestinationConfig], list[str]]:
         environ = os.environ if env is None else env
         problems: list[str] = []
         resolved: list[DestinationConfig] = []
@@ -275,9 +324,22 @@ class RouterConfig:
             destination = _resolve_one(name, table, registry, environ, problems)
             if destination is not None:
                 resolved.append(destination)
-        if problems:
-            raise ConfigError(problems, source=self.source)
-        return resolved
+        return resolved, problems
+
+
+_TOP_LEVEL = ("consent", "destinations", "http", "logging", "queue")
+
+
+def _relative_to(base_dir: Path, queue: dict[str, Any]) -> dict[str, Any]:
+    """``queue`` with a relative ``path`` made relative to ``base_dir`` (the config file's
+    directory): the outbox is the same file whichever directory a command runs from."""
+    path = queue.get("path")
+    if not isinstance(path, str) or "url" in queue:
+        return queue  # a url names its file itself; a wrong type is the model's to report
+    full = Path(path).expanduser()
+    if full.is_absolute():
+        return queue
+    return {**queue, "path": str(base_dir / full)}
 
 
 def _resolve_one(
@@ -293,25 +355,32 @@ def _resolve_one(
     # Transforms are the router's, not the plugin's: out before the keys are split.
     transform_tables = expanded.pop("transforms", None)
     routing_table = {k: v for k, v in expanded.items() if k in ROUTING_KEYS}
+    routing: RoutingSettings | None = None
+    routing_problems: list[str] = []
     try:
         routing = RoutingSettings.model_validate(routing_table)
     except ValidationError as exc:
-        problems.extend(_field_problems(where, exc, expanded))
-        problems.extend(missing)
-        return None
-    if not routing.enabled:
-        return None
+        routing_problems = _field_problems(where, exc, expanded)
+        problems.extend(routing_problems)
+    if not (routing.enabled if routing is not None else expanded.get("enabled") is not False):
+        return None  # disabled: its plugin and settings are not checked
     problems.extend(missing)
-    if routing.plugin not in registry:
-        why = registry.why_missing(routing.plugin)
-        if _may_be_a_key(routing.plugin, registry, expanded):
-            why = without_echoes(why, [routing.plugin])
-        problems.append(f"{where}.plugin: {why}")
+    # A bad routing key (a timeout of 0) must not hide a bad plugin setting: the plugin's own
+    # keys are checked whenever the plugin is known.
+    plugin_name = routing.plugin if routing is not None else expanded.get("plugin")
+    if not isinstance(plugin_name, str) or plugin_name not in registry:
+        if isinstance(plugin_name, str) and not any(
+            p.startswith(f"{where}.plugin:") for p in routing_problems
+        ):  # (a plugin of the wrong type, or none, is reported already)
+            why = registry.why_missing(plugin_name)
+            if _may_be_a_key(plugin_name, registry, expanded):
+                why = without_echoes(why, [plugin_name])
+            problems.append(f"{where}.plugin: {why}")
         return None
-    plugin = registry.get(routing.plugin)
+    plugin = registry.get(plugin_name)
     if not plugin.delivers:
         problems.append(
-            f"{where}.plugin: plugin {routing.plugin!r} does not implement send_event "
+            f"{where}.plugin: plugin {plugin_name!r} does not implement send_event "
             f"(it implements {', '.join(plugin.info.hooks)}), so it cannot deliver"
         )
         return None
@@ -322,24 +391,8 @@ def _resolve_one(
         )
     except ConfigError as exc:
         problems.extend(exc.problems)
-    model = plugin.settings_model
-    plugin_table = {k: v for k, v in expanded.items() if k not in ROUTING_KEYS}
-    try:
-        settings = model.model_validate(plugin_table)
-    except ValidationError as exc:
-        # A field whose variable is unset is already reported; its emptiness is not news.
-        unset = tuple(m.split(": ", 1)[0] for m in missing)
-        problems.extend(
-            p
-            for p in _field_problems(where, exc, expanded)
-            if not p.startswith(tuple(f"{u}:" for u in unset))
-        )
-        return None
-    except Exception as exc:  # a plugin's validator raising what pydantic does not wrap
-        text = exception_text(exc)
-        if not isinstance(exc, ValueError):
-            text = f"{type(exc).__name__}: {text}"
-        problems.append(f"{where}: {without_echoes(text, config_strings(expanded))}")
+    settings = _plugin_settings(where, plugin.settings_model, expanded, missing, problems)
+    if settings is None or routing is None:
         return None
     for secret in secrets_in(settings):
         register_secret(secret)
@@ -351,6 +404,34 @@ def _resolve_one(
         transforms=pipeline,
         event_types=event_types,
     )
+
+
+def _plugin_settings(
+    where: str,
+    model: type[DestinationSettings],
+    expanded: Mapping[str, Any],
+    missing: list[str],
+    problems: list[str],
+) -> DestinationSettings | None:
+    """The plugin's own settings of one destination, or None with its problems appended."""
+    plugin_table = {k: v for k, v in expanded.items() if k not in ROUTING_KEYS}
+    try:
+        return model.model_validate(plugin_table)
+    except ValidationError as exc:
+        # A field whose variable is unset is already reported; its emptiness is not news.
+        unset = tuple(m.split(": ", 1)[0] for m in missing)
+        known = {"": [*_field_names(model), *ROUTING_KEYS, "transforms"]}
+        problems.extend(
+            p
+            for p in validation_problems(exc, where, table=expanded, known=known)
+            if not p.startswith(tuple(f"{u}:" for u in unset))
+        )
+    except Exception as exc:  # a plugin's validator raising what pydantic does not wrap
+        text = exception_text(exc)
+        if not isinstance(exc, ValueError):
+            text = f"{type(exc).__name__}: {text}"
+        problems.append(f"{where}: {without_echoes(text, config_strings(expanded))}")
+    return None
 
 
 def _event_types(
@@ -391,6 +472,14 @@ def _consent_missing(table: Any, problems: list[str]) -> str:
         problems.append(f"consent.missing: must be 'deliver' or 'skip', not {brief(missing)}")
         return "deliver"
     return str(missing)
+
+
+def _field_names(model: type[DestinationSettings]) -> list[str]:
+    """The keys a settings table may use: field names, and aliases where there are."""
+    names = []
+    for field_name, info in model.model_fields.items():
+        names.append(info.alias if isinstance(info.alias, str) else field_name)
+    return names
 
 
 def _mentions_variables(value: Any) -> bool:

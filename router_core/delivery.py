@@ -164,8 +164,27 @@ def _classify(exc: BaseException, timeout: float) -> _Failure:
         return _Failure(f"timed out: {name}", clean, retryable=True)
     text = exception_text(exc)
     if isinstance(exc, httpx.TransportError):
-        return _Failure(f"network error: {name}: {text}", clean, retryable=True)
+        host = _host_of(exc)
+        if host is None:
+            return _Failure(f"network error: {name}: {text}", clean, retryable=True)
+        if isinstance(exc, httpx.ConnectError):
+            return _Failure(
+                f"network error: cannot connect to {host} ({name})", clean, retryable=True
+            )
+        return _Failure(f"network error with {host}: {name}: {text}", clean, retryable=True)
     return _Failure(f"plugin raised {name}: {text}", clean, retryable=False)
+
+
+def _host_of(exc: httpx.TransportError) -> str | None:
+    """``host:port`` of the request that failed (never its path or query: they may hold a
+    key), or None when the error carries no request."""
+    try:
+        url = exc.request.url
+    except RuntimeError:  # raised by hand, without a request
+        return None
+    port = url.port or {"http": 80, "https": 443}.get(url.scheme)
+    host = f"[{url.host}]" if ":" in url.host else url.host
+    return redact(f"{host}:{port}" if port else host)
 
 
 async def _attempts(

@@ -22,6 +22,7 @@ from router_core.errors import PluginLoadError
 from router_core.limits import BatchLimits
 from router_core.logs import get_logger
 from router_core.settings import DestinationSettings
+from router_core.settings.problems import did_you_mean
 
 __all__ = ["PLUGINS_ENV_VAR", "LoadedPlugin", "PluginInfo", "PluginRegistry", "default_registry"]
 
@@ -140,6 +141,7 @@ class PluginRegistry:
         self._loaded: dict[str, LoadedPlugin] = {}
         self._managers: list[pluggy.PluginManager] = [self._pm]
         self._monitors: list[_Monitor] = []
+        self._unmatched: list[str] = []
         if entry_points:
             self.load_entry_points(only=only)
 
@@ -172,7 +174,10 @@ class PluginRegistry:
     def load_entry_points(self, only: Iterable[str] | None = None) -> None:
         """Load every ``event_router`` entry point, or those named in ``only`` / the env var."""
         allowed = _allowed_names(only)
-        for ep in metadata.entry_points(group=hookspecs.PROJECT_NAME):
+        found = metadata.entry_points(group=hookspecs.PROJECT_NAME)
+        if allowed is not None and only is None:
+            self._check_allowed(allowed, {ep.name for ep in found})
+        for ep in found:
             if (allowed is not None and ep.name not in allowed) or ep.name in self._infos:
                 continue
             dist = ep.dist
@@ -184,6 +189,25 @@ class PluginRegistry:
                 self._fail(ep.name, f"{type(exc).__name__}: {exc}", dist_name, version, ep.value)
                 continue
             self._register(obj, ep.name, dist_name, version)
+
+    def _check_allowed(self, allowed: set[str], installed: set[str]) -> None:
+        """A name in ``EVENT_ROUTER_PLUGINS`` that no installed plugin has is a typo, not a
+        choice: say so (once per process and value) instead of loading nothing silently."""
+        for name in sorted(allowed - installed):
+            line = (
+                f"{PLUGINS_ENV_VAR} names {name!r}, which no installed plugin is called"
+                f"{did_you_mean(name, installed)}"
+            )
+            self._unmatched.append(line)
+            if line not in _warned:
+                _warned.add(line)
+                get_logger("event_router.plugins").warning(
+                    "plugin_not_installed", plugin=name, problem=line
+                )
+
+    def unmatched(self) -> list[str]:
+        """One line per ``EVENT_ROUTER_PLUGINS`` entry that names no installed plugin."""
+        return list(self._unmatched)
 
     def register(self, plugin: object, name: str | None = None) -> None:
         """Register a plugin object (module, class instance, ...) in-process.
@@ -287,8 +311,10 @@ class PluginRegistry:
         available = ", ".join(sorted(self._loaded)) or "none"
         hint = ""
         if os.environ.get(PLUGINS_ENV_VAR) is not None:
-            hint = f" ({PLUGINS_ENV_VAR}={os.environ[PLUGINS_ENV_VAR]!r} restricts loading)"
-        return f"unknown plugin {name!r}; loaded plugins: {available}{hint}"
+            hint = f" ({PLUGINS_ENV_VAR}={os.environ[PLUGINS_ENV_VAR]!r} restricts loading"
+            hint += "".join(f"; {line}" for line in self._unmatched) + ")"
+        guess = did_you_mean(name, [*self._loaded, *self._infos])
+        return f"unknown plugin {name!r}; loaded plugins: {available}{hint}{guess}"
 
     def __contains__(self, name: object) -> bool:
         return name in self._loaded
@@ -323,6 +349,8 @@ def _allowed_names(only: Iterable[str] | None) -> set[str] | None:
         return None
     return {part.strip() for part in raw.split(",") if part.strip()}
 
+
+_warned: set[str] = set()  # EVENT_ROUTER_PLUGINS problems already logged by this process
 
 _default_registries: dict[str | None, PluginRegistry] = {}
 

@@ -154,9 +154,11 @@ class Router(EventShortcuts):
         on_error: ErrorCallback | None = None,
     ) -> Router:
         """Build a router from a TOML config file (see the README's config reference)."""
-        config = path if isinstance(path, RouterConfig) else RouterConfig.load(path)
+        if not isinstance(path, RouterConfig):  # one ConfigError: the file's and its plugins'
+            registry = plugins if plugins is not None else default_registry()
+            path = RouterConfig.load(path, plugins=registry, env=env)
         return cls(
-            config,
+            path,
             plugins=plugins,
             env=env,
             queue=queue,

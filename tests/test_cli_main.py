@@ -10,7 +10,7 @@ import structlog
 from click.testing import CliRunner, Result
 
 import router_core.cli.plugins as plugins_command
-from router_core import configure_logging
+from router_core import PluginLoadError, PluginRegistry, configure_logging, hookimpl
 from router_core.cli import main
 from router_core.http import LIBRARY_VERSION
 
@@ -37,7 +37,44 @@ def test_version() -> None:
     result = invoke(["--version"])
 
     assert result.exit_code == 0
-    assert result.stdout.strip() == f"event-router, version {LIBRARY_VERSION}"
+    assert result.stdout.splitlines()[0] == f"event-router, version {LIBRARY_VERSION}"
+
+
+class _Working:
+    @hookimpl
+    def send_event(self) -> None:
+        raise NotImplementedError
+
+
+class _Misspelt:
+    @hookimpl
+    def send_evnt(self) -> None:
+        raise NotImplementedError
+
+
+def test_version_lists_the_loaded_plugins_and_the_failed_ones() -> None:
+    registry = PluginRegistry(entry_points=False)
+    registry.register(_Working(), "ok_plugin")
+    with pytest.raises(PluginLoadError):
+        registry.register(_Misspelt(), "broken")
+
+    result = CliRunner().invoke(main, ["--version"], obj=registry)
+
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[1] == "plugins:"
+    assert (
+        lines[2]
+        == "  broken (registered in-process)  failed to load: " + (registry.failures()["broken"])
+    )
+    assert lines[3] == "  ok_plugin (registered in-process)"
+
+
+def test_version_shows_installed_plugin_distributions() -> None:
+    result = invoke(["--version"], env={"EVENT_ROUTER_PLUGINS": None})
+
+    assert "  segment event-router-segment " in result.stdout
+    assert "  posthog event-router-posthog " in result.stdout
 
 
 def test_no_command_prints_help_listing_every_command() -> None:

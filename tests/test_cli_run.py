@@ -50,6 +50,18 @@ def assert_bad_input(result: Result, *fragments: str) -> None:
     assert "Traceback" not in result.output
 
 
+def assert_json_error(result: Result) -> None:
+    """With --json, stdout holds the error (the stderr line's) as JSON, and nothing else."""
+    error = json.loads(result.stdout)
+    assert error == {
+        "ok": False,
+        "error": result.stderr.strip().removeprefix("error: "),
+        "exit_code": result.exit_code,
+        "problems": error["problems"],
+    }
+    assert error["problems"]
+
+
 # -- the seed jobs ----------------------------------------------------------------------------
 
 
@@ -186,7 +198,7 @@ def test_bad_overrides_exit_2_naming_them(
     result = invoke(["run", SEGMENT_JOB, "--set", assignment, "--json"], sandbox_env(sandbox))
 
     assert_bad_input(result, *fragments)
-    assert result.stdout == ""
+    assert_json_error(result)
     assert sandbox.segment.requests == 0
 
 
@@ -218,7 +230,7 @@ def test_segment_job_without_its_key_exits_2() -> None:
     result = invoke(["run", SEGMENT_JOB, "--json"], {"SEGMENT_WRITE_KEY": None})
 
     assert_bad_input(result, "SEGMENT_WRITE_KEY")
-    assert result.stdout == ""
+    assert_json_error(result)
 
 
 @pytest.mark.parametrize(

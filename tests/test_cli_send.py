@@ -61,15 +61,22 @@ def json_lines(stdout: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in stdout.splitlines()]
 
 
-def assert_bad_input(result: Result, *fragments: str) -> None:
-    """Exit 2, exactly one line on stderr naming the problem, nothing on stdout, no traceback."""
+def assert_bad_input(result: Result, *fragments: str, as_json: bool = False) -> None:
+    """Exit 2, exactly one line on stderr naming the problem, no traceback; on stdout nothing,
+    or with ``as_json`` (``--json`` given) the same error as a JSON object."""
     assert result.exit_code == 2, result.output
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ")
     for fragment in fragments:
         assert fragment in lines[0]
-    assert result.stdout == ""
+    if as_json:
+        error = json.loads(result.stdout)
+        assert error["ok"] is False
+        assert error["exit_code"] == 2
+        assert error["error"] == lines[0].removeprefix("error: ")
+    else:
+        assert result.stdout == ""
     assert "Traceback" not in result.output
 
 
@@ -262,7 +269,7 @@ def test_bad_event_files_exit_2_before_anything_is_sent(
 ) -> None:
     result = invoke(["send", "-c", str(config), "--file", "-", "--json"], input=text)
 
-    assert_bad_input(result, *fragments)
+    assert_bad_input(result, *fragments, as_json=True)
     assert sandbox.segment.requests == 0
     assert sandbox.posthog.requests == 0
 

@@ -359,3 +359,162 @@ def test_an_unset_variable_is_reported_once(registry: PluginRegistry) -> None:
     with pytest.raises(ConfigError) as caught:
         config.resolve(registry, env={})
     assert caught.value.problems == ("destinations.d.api_key: environment variable K is not set",)
+
+
+# -- every problem in one run, with hints ----------------------------------------------------
+
+ALL_AT_ONCE = """
+[loging]
+level = "debug"
+
+[destinations.c]
+plugin = "keyed"
+api_key = "k-123456"
+timeout = 0
+hots = "typo"
+"""
+
+
+def test_a_misspelt_table_a_bad_timeout_and_a_plugin_setting_are_reported_together(
+    tmp_path: Path, registry: PluginRegistry
+) -> None:
+    path = write(tmp_path, ALL_AT_ONCE)
+    for load in (
+        lambda: RouterConfig.load(path, plugins=registry, env={}),
+        lambda: Router.from_config(path, plugins=registry, env={}),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            load()
+        problems = caught.value.problems
+        assert len(problems) == 3, problems
+        assert problems[0].startswith("unknown top-level key(s) loging;")
+        assert problems[0].endswith("did you mean 'logging'?")
+        assert "destinations.c.timeout: Input should be greater than 0" in problems
+        assert "destinations.c.hots: unknown setting; did you mean 'host'?" in problems
+
+
+def test_a_bad_routing_key_does_not_hide_the_plugins_own_problems(
+    tmp_path: Path, registry: PluginRegistry
+) -> None:
+    path = write(tmp_path, '[destinations.c]\nplugin = "keyed"\ntimeout = "soon"\n')
+
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.load(path).resolve(registry, env={})
+
+    assert list(caught.value.problems) == [
+        "destinations.c.timeout: Input should be a valid number, unable to parse string as a "
+        "number",
+        "destinations.c.api_key: Field required",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("key", "guess"),
+    [("apikey", "api_key"), ("hots", "host"), ("timout", "timeout"), ("apiKey", "api_key")],
+)
+def test_an_unknown_setting_close_to_a_known_one_gets_a_suggestion(
+    tmp_path: Path, registry: PluginRegistry, key: str, guess: str
+) -> None:
+    table = '[destinations.c]\nplugin = "keyed"\napi_key = "k-1"\n'
+    path = write(tmp_path, f'{table}{key} = "x"\n')
+
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.load(path).resolve(registry, env={})
+
+    assert f"destinations.c.{key}: unknown setting; did you mean {guess!r}?" in (
+        caught.value.problems
+    )
+
+
+def test_an_unknown_setting_far_from_every_known_one_gets_no_suggestion(
+    tmp_path: Path, registry: PluginRegistry
+) -> None:
+    path = write(tmp_path, '[destinations.c]\nplugin = "keyed"\napi_key = "k-1"\ncolour = 1\n')
+
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.load(path).resolve(registry, env={})
+
+    assert list(caught.value.problems) == ["destinations.c.colour: unknown setting"]
+
+
+def test_an_unknown_plugin_close_to_a_loaded_one_gets_a_suggestion(
+    tmp_path: Path, registry: PluginRegistry
+) -> None:
+    path = write(tmp_path, '[destinations.c]\nplugin = "keyd"\n')
+
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.load(path).resolve(registry, env={})
+
+    (problem,) = caught.value.problems
+    assert problem.startswith("destinations.c.plugin: unknown plugin 'keyd';")
+    assert problem.endswith("; did you mean 'keyed'?")
+
+
+def test_a_plugins_env_entry_naming_no_installed_plugin_is_reported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("EVENT_ROUTER_PLUGINS", "segmnt,posthog")
+
+    registry = PluginRegistry()
+
+    expected = (
+        "EVENT_ROUTER_PLUGINS names 'segmnt', which no installed plugin is called; "
+        "did you mean 'segment'?"
+    )
+    assert registry.unmatched() == [expected]
+    assert registry.names() == ["posthog"]
+    why = registry.why_missing("segment")
+    assert "EVENT_ROUTER_PLUGINS='segmnt,posthog' restricts loading" in why
+    assert expected in why
+
+
+# -- a relative [queue] path ------------------------------------------------------------------
+
+
+def test_a_relative_queue_path_is_relative_to_the_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    path = tmp_path / "conf" / "router.toml"
+    path.write_text('[queue]\npath = "data/outbox.db"\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "elsewhere")
+
+    settings = RouterConfig.load(path).queue_settings()
+    relative = RouterConfig.load(Path("..") / "conf" / "router.toml").queue_settings()
+
+    assert settings is not None
+    assert relative is not None
+    assert settings.path == tmp_path / "conf" / "data" / "outbox.db"
+    assert relative.path.resolve() == tmp_path / "conf" / "data" / "outbox.db"
+
+
+def test_a_queue_path_in_code_or_absolute_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    path = write(tmp_path, f'[queue]\npath = "{tmp_path / "abs.db"}"\n')
+
+    in_code = RouterConfig.from_dict({"queue": {"path": "data/outbox.db"}}).queue_settings()
+    absolute = RouterConfig.load(path).queue_settings()
+    overridden = RouterConfig.load(path).queue_settings(override={"path": "mine.db"})
+
+    assert in_code is not None
+    assert in_code.path == Path("data/outbox.db")
+    assert absolute is not None
+    assert absolute.path == tmp_path / "abs.db"
+    assert overridden is not None
+    assert overridden.path == Path("mine.db")
+
+
+def test_a_bad_routing_key_does_not_hide_an_unknown_plugin(
+    tmp_path: Path, registry: PluginRegistry
+) -> None:
+    path = write(tmp_path, '[destinations.c]\nplugin = "keyd"\ntimeout = 0\n')
+
+    with pytest.raises(ConfigError) as caught:
+        RouterConfig.load(path).resolve(registry, env={})
+
+    timeout, plugin = caught.value.problems
+    assert timeout == "destinations.c.timeout: Input should be greater than 0"
+    assert plugin.startswith("destinations.c.plugin: unknown plugin 'keyd';")

@@ -223,7 +223,7 @@ TROUBLES = {
 COMMANDS = [("status",), ("status", "--json"), ("replay",), ("purge", "--yes")]
 
 
-def assert_one_line_exit_2(done: Result, path: Path, problem: str) -> None:
+def assert_one_line_exit_2(done: Result, path: Path, problem: str, as_json: bool = False) -> None:
     assert done.exit_code == 2, done.output
     lines = done.stderr.splitlines()
     assert len(lines) == 1, done.stderr
@@ -231,7 +231,10 @@ def assert_one_line_exit_2(done: Result, path: Path, problem: str) -> None:
     assert str(path) in lines[0]
     assert problem in lines[0]
     assert "this is a bug" not in lines[0]
-    assert done.stdout == ""
+    if as_json:  # the same error on stdout, as JSON
+        assert json.loads(done.stdout)["error"] == lines[0].removeprefix("error: ")
+    else:
+        assert done.stdout == ""
 
 
 @pytest.mark.parametrize("trouble", sorted(TROUBLES))
@@ -242,7 +245,8 @@ def test_commands_on_an_outbox_file_in_trouble_exit_2_with_one_line(
     path = make(tmp_path / "outbox.db")
     config = write_config(tmp_path, "http://127.0.0.1:9", queue=f'[queue]\npath = "{path}"\n')
     for command in COMMANDS:
-        assert_one_line_exit_2(run(*command, "--config", str(config)), path, problem)
+        done = run(*command, "--config", str(config))
+        assert_one_line_exit_2(done, path, problem, as_json="--json" in command)
 
 
 def test_commands_on_a_read_only_outbox_exit_2_with_one_line(tmp_path: Path) -> None:
@@ -251,4 +255,5 @@ def test_commands_on_a_read_only_outbox_exit_2_with_one_line(tmp_path: Path) -> 
     SQLiteOutbox(path).close()
     with read_only(path):
         for command in COMMANDS:
-            assert_one_line_exit_2(run(*command, "--config", str(config)), path, "read-only")
+            done = run(*command, "--config", str(config))
+            assert_one_line_exit_2(done, path, "read-only", as_json="--json" in command)

@@ -8,8 +8,15 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from router_core.cli.errors import EXIT_BAD_INPUT, EXIT_OK
-from router_core.cli.options import DEFAULT_CONFIG, json_option, plugin_registry
+from router_core.cli.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_OK,
+    BadInput,
+    CommandGroup,
+    describe,
+    error_json,
+)
+from router_core.cli.options import config_option, json_option, plugin_registry
 from router_core.cli.output import console, print_json
 from router_core.config import DestinationConfig, RouterConfig
 from router_core.errors import ConfigError
@@ -17,23 +24,34 @@ from router_core.errors import ConfigError
 __all__ = ["config"]
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def config() -> None:
     """Inspect the router config."""
 
 
-@config.command()
-@click.argument("path", default=DEFAULT_CONFIG, type=click.Path(dir_okay=False))
+@config.command(short_help="Validate a config against the installed plugins.")
+@click.argument("path", required=False, type=click.Path(dir_okay=False))
+@config_option()
 @json_option
-def check(path: str, as_json: bool) -> int:
-    """Validate PATH (default: config/router.toml) against the installed plugins.
+def check(path: str | None, config_path: str, as_json: bool) -> int:
+    """Validate the config (PATH or -c/--config; default: $EVENT_ROUTER_CONFIG, else
+    config/router.toml) against the installed plugins.
 
-    Resolves ${VAR} from the environment and reports every problem: unknown plugins, bad or
-    unknown settings, missing environment variables. Exit 2 when there is any.
+    Resolves ${VAR} from the environment and reports every problem at once: unknown tables,
+    plugins and settings, bad values, missing environment variables. Exit 2 when there is any.
     """
+    if (
+        path is not None
+        and click.get_current_context().get_parameter_source("config_path")
+        is click.core.ParameterSource.COMMANDLINE
+        and path != config_path
+    ):
+        raise BadInput(f"two configs given ({path} and --config {config_path}); give one")
+    path = path if path is not None else config_path
     try:
-        loaded = RouterConfig.load(path)
-        resolved = loaded.resolve(plugin_registry())
+        registry = plugin_registry()
+        loaded = RouterConfig.load(path, plugins=registry)  # every problem, in one error
+        resolved = loaded.resolve(registry)
     except ConfigError as exc:
         return _report_problems(path, exc)
     disabled = [name for name in loaded.destinations if name not in {d.name for d in resolved}]
@@ -63,7 +81,13 @@ def _report_problems(path: str, exc: ConfigError) -> int:
     count = len(exc.problems)
     ctx = click.get_current_context()
     if ctx.params.get("as_json"):
-        print_json({"ok": False, "config": path, "destinations": [], "problems": exc.problems})
+        print_json(
+            {
+                **error_json(describe(exc), EXIT_BAD_INPUT, exc.problems),
+                "config": path,
+                "destinations": [],
+            }
+        )
     else:
         out = console()
         out.print(Text(f"{path}: {count} problem{'s' if count != 1 else ''}", style="bold red"))

@@ -1,7 +1,8 @@
 """Exit codes, and turning every expected error into one line on stderr (never a traceback).
 
 0: every destination delivered; 1: some destination failed; 2: bad input or config (the line
-says what to fix); 3: an internal error (a bug); 130: interrupted.
+says what to fix); 3: an internal error (a bug); 130: interrupted. With ``--json`` the error
+is also a JSON object on stdout (``error_json``), so a script reading stdout sees it.
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "BadInput",
+    "CommandGroup",
     "RouterGroup",
     "describe",
+    "error_json",
 ]
 
 EXIT_OK = 0
@@ -69,17 +72,64 @@ def describe(exc: BaseException) -> str:
     return str(exc)
 
 
+def error_json(message: str, code: int, problems: Sequence[str] | None = None) -> dict[str, Any]:
+    """The one shape of a failed command's ``--json`` output (``config check`` adds its own
+    keys to it): ``{"ok": false, "error": ..., "exit_code": ..., "problems": [...]}``."""
+    line = _one_line(message)
+    return {
+        "ok": False,
+        "error": line,
+        "exit_code": code,
+        "problems": [printable(p) for p in problems] if problems is not None else [line],
+    }
+
+
+def _wants_json(args: Sequence[str] | None) -> bool:
+    """Whether the command line asks for ``--json`` (looked at before click parses it, so a
+    usage error is JSON too)."""
+    tokens = list(sys.argv[1:] if args is None else args)
+    if "--" in tokens:
+        tokens = tokens[: tokens.index("--")]
+    return "--json" in tokens
+
+
 def _one_line(text: str) -> str:
     # printable(): a lone surrogate echoed from bad input must not break writing the line.
     return printable(" ".join(part.strip() for part in text.splitlines() if part.strip()))
 
 
-def _fail(message: str, code: int) -> int:
+def _fail(
+    message: str, code: int, *, as_json: bool = False, exc: BaseException | None = None
+) -> int:
+    if as_json:
+        problems = exc.problems if isinstance(exc, ConfigError) else None
+        click.echo(json.dumps(error_json(message, code, problems), indent=2, ensure_ascii=False))
     click.echo(f"error: {_one_line(message)}", err=True)
     return code
 
 
-class RouterGroup(click.Group):
+class CommandGroup(click.Group):
+    """A group whose command list shows each command's whole first sentence.
+
+    click cuts summaries to fit one line at 80 columns ("Run a job file and print its
+    response (exit 1 when a..."); here a long one wraps instead.
+    """
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = []
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=_WHOLE_SENTENCE)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+_WHOLE_SENTENCE = 10_000
+
+
+class RouterGroup(CommandGroup):
     """The top-level group: runs a command and maps what it raised to an exit code.
 
     Commands return their exit code (0 or 1); expected errors become one line on stderr and
@@ -109,21 +159,22 @@ class RouterGroup(click.Group):
         complete_var: str | None,
         **extra: Any,
     ) -> int:
+        as_json = _wants_json(args)
         try:
             returned = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as exc:
             click.echo(exc.ctx.get_help() if exc.ctx else str(exc), err=True)
             return EXIT_BAD_INPUT
         except (click.Abort, KeyboardInterrupt):
-            return _fail("interrupted", EXIT_INTERRUPTED)
+            return _fail("interrupted", EXIT_INTERRUPTED, as_json=as_json)
         except click.ClickException as exc:  # usage errors, BadInput
-            return _fail(describe(exc), exc.exit_code)
+            return _fail(describe(exc), exc.exit_code, as_json=as_json)
         except (RouterError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-            return _fail(describe(exc), EXIT_BAD_INPUT)
+            return _fail(describe(exc), EXIT_BAD_INPUT, as_json=as_json, exc=exc)
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # the reader went away (| head): not our error
                 return EXIT_OK
-            return _fail(describe(exc), EXIT_BAD_INPUT)
+            return _fail(describe(exc), EXIT_BAD_INPUT, as_json=as_json)
         except Exception as exc:
             if os.environ.get(DEBUG_ENV_VAR):
                 traceback.print_exc()
@@ -131,6 +182,7 @@ class RouterGroup(click.Group):
                 f"internal error: {type(exc).__name__}: {exc} "
                 f"(this is a bug; set {DEBUG_ENV_VAR}=1 for the traceback)",
                 EXIT_INTERNAL,
+                as_json=as_json,
             )
         if isinstance(returned, int) and not isinstance(returned, bool):
             return returned

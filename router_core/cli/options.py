@@ -1,4 +1,5 @@
-"""Options and helpers shared by the commands: ``--json``, ``--verbose``, plugins, logging."""
+"""Options and helpers shared by the commands: ``-c/--config``, ``--json``, ``--verbose``,
+plugins, logging."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from router_core.logs import LOG_FORMAT_ENV_VAR, LOG_LEVEL_ENV_VAR, configure_lo
 from router_core.plugins import PluginRegistry, default_registry
 
 __all__ = [
+    "CONFIG_ENV_VAR",
     "DEFAULT_CONFIG",
+    "config_option",
     "json_option",
     "plugin_registry",
     "setup_logging",
@@ -25,7 +28,30 @@ __all__ = [
 
 DEFAULT_CONFIG = "config/router.toml"
 
+CONFIG_ENV_VAR = "EVENT_ROUTER_CONFIG"
+"""The config every command reads when no ``-c/--config`` is given."""
+
 F = TypeVar("F", bound=Callable[..., object])
+
+
+def config_option(
+    help: str = "Router config (TOML).",
+    *,
+    default: str | None = DEFAULT_CONFIG,
+) -> Callable[[F], F]:
+    """``-c/--config PATH``, the one way every command names its config: the option, else
+    ``EVENT_ROUTER_CONFIG``, else ``default``. The value arrives as ``config_path``."""
+    return click.option(
+        "-c",
+        "--config",
+        "config_path",
+        default=default,
+        show_default=default is not None,
+        envvar=CONFIG_ENV_VAR,
+        show_envvar=True,
+        type=click.Path(dir_okay=False),
+        help=help,
+    )
 
 
 def json_option(func: F) -> F:

@@ -13,8 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from router_core.cli.errors import EXIT_FAILED, EXIT_OK, BadInput
-from router_core.cli.options import DEFAULT_CONFIG, json_option, plugin_registry
+from router_core.cli.errors import EXIT_FAILED, EXIT_OK, BadInput, CommandGroup
+from router_core.cli.options import config_option, json_option, plugin_registry
 from router_core.cli.output import console, print_json
 from router_core.config import RouterConfig
 from router_core.dburl import mask_url
@@ -26,18 +26,10 @@ __all__ = ["outbox"]
 
 _POLL_S = 0.2
 
-config_option = click.option(
-    "-c",
-    "--config",
-    "config_path",
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    type=click.Path(dir_okay=False),
-    help="The router config whose [queue] names the outbox.",
-)
+_config = config_option("The router config whose [queue] names the outbox.")
 
 
-@click.group()
+@click.group(cls=CommandGroup)
 def outbox() -> None:
     """Inspect the outbox of queued delivery: status, replay dead letters, purge, migrate."""
 
@@ -85,7 +77,7 @@ def _existing(settings: QueueSettings) -> Outbox | None:
 
 
 @outbox.command()
-@config_option
+@_config
 @json_option
 def status(config_path: str, as_json: bool) -> int:
     """Counts per destination and state: pending, retrying, in flight, dead."""
@@ -126,7 +118,7 @@ def status(config_path: str, as_json: bool) -> int:
 
 
 @outbox.command()
-@config_option
+@_config
 @click.option("--destination", "destination", default=None, help="Replay only this destination.")
 @click.option(
     "--timeout",
@@ -197,7 +189,7 @@ def _deliver_with_progress(
 
 
 @outbox.command()
-@config_option
+@_config
 @click.option("--dead-only", is_flag=True, help="Delete dead letters only (keep pending rows).")
 @click.option("--destination", "destination", default=None, help="Only this destination's rows.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
@@ -231,7 +223,7 @@ def purge(
 
 
 @outbox.command()
-@config_option
+@_config
 @json_option
 def migrate(config_path: str, as_json: bool) -> int:
     """Create the PostgreSQL outbox's schema, or upgrade it to this version (idempotent)."""

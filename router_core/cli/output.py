@@ -7,7 +7,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
@@ -58,25 +58,30 @@ def status_text(success: bool) -> Text:
     return Text("yes", style="green") if success else Text("NO", style="bold red")
 
 
+_MIN_ERROR_WIDTH = 30
+"""Narrower than this, an error column would be a tower of fragments: errors go below."""
+
+
 def results_table(
-    rows: Iterable[tuple[str | None, DeliveryResult]], title: str | None = None
-) -> Table:
-    """One row per destination result; an ``event`` column when any row is labelled."""
+    rows: Iterable[tuple[str | None, DeliveryResult]],
+    title: str | None = None,
+    *,
+    width: int | None = None,
+) -> Group:
+    """One row per destination result; an ``event`` column when any row is labelled.
+
+    Errors wrap between words, never inside one: the short columns keep their width, and when
+    what is left for the error column (of ``width``, default the console's) is too narrow,
+    each error is printed under the table instead, as ``destination: error``.
+    """
     materialised = list(rows)
     labelled = any(label is not None for label, _ in materialised)
     # The plugin column only says something when a destination is not named after its plugin.
     with_plugin = any(r.plugin != r.destination for _, r in materialised)
-    table = Table(title=title, title_justify="left", title_style="bold")
-    if labelled:
-        table.add_column("event", no_wrap=True)
-    table.add_column("destination", no_wrap=True)
-    if with_plugin:
-        table.add_column("plugin", no_wrap=True)
-    table.add_column("success", no_wrap=True)
-    table.add_column("status", justify="right", no_wrap=True)
-    table.add_column("attempts", justify="right", no_wrap=True)
-    table.add_column("duration ms", justify="right", no_wrap=True)
-    table.add_column("error", overflow="fold")
+    headers = [*(["event"] if labelled else []), "destination"]
+    headers += [*(["plugin"] if with_plugin else []), "success", "status", "attempts"]
+    headers.append("duration ms")
+    body: list[list[str | Text]] = []
     for label, result in materialised:
         cells: list[str | Text] = [label or ""] if labelled else []
         cells.append(result.destination)
@@ -87,10 +92,44 @@ def results_table(
             "" if result.status_code is None else str(result.status_code),
             str(result.attempts),
             f"{result.duration_ms:.1f}",
-            Text(result.error or "", style="red"),
         ]
-        table.add_row(*cells)
-    return table
+        body.append(cells)
+    errors = [(r.destination, r.error) for _, r in materialised if r.error]
+    event_width = _longest_word([label or "" for label, _ in materialised], "event")
+    widths = [
+        event_width if header == "event" else max(len(str(row[i])) for row in body)
+        for i, header in enumerate(headers)
+    ]
+    widths = [max(w, len(header)) for w, header in zip(widths, headers, strict=True)]
+    fixed = sum(w + 3 for w in widths)  # a cell's padding and its border
+    room = (width if width is not None else console().width) - fixed - 4
+    inline = not errors or room >= _MIN_ERROR_WIDTH
+    table = Table(title=title, title_justify="left", title_style="bold")
+    for header in headers:
+        right = header in {"status", "attempts", "duration ms"}
+        # An event's title wraps between its words; the other cells are single words.
+        table.add_column(
+            header,
+            justify="right" if right else "left",
+            no_wrap=header != "event",
+            min_width=event_width if header == "event" else None,
+        )
+    if inline:
+        table.add_column("error", overflow="fold", min_width=min(room, _MIN_ERROR_WIDTH))
+    for cells, (_, result) in zip(body, materialised, strict=True):
+        extra = [Text(result.error or "", style="red")] if inline else []
+        table.add_row(*cells, *extra)
+    if inline:
+        return Group(table)
+    below = Table.grid()  # a grid wraps its lines to the width, between words
+    below.add_column(overflow="fold")
+    for name, error in errors:
+        below.add_row(Text(f"{name}: {error}", style="red"))
+    return Group(table, below)
+
+
+def _longest_word(texts: list[str], header: str) -> int:
+    return max(len(word) for text in [header, *texts] for word in text.split() or [""])
 
 
 def report_rows(

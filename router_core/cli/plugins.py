@@ -11,22 +11,20 @@ from rich.table import Table
 from rich.text import Text
 
 from router_core.cli.errors import EXIT_OK
-from router_core.cli.options import DEFAULT_CONFIG, json_option, plugin_registry
+from router_core.cli.options import DEFAULT_CONFIG, config_option, json_option, plugin_registry
 from router_core.cli.output import console, print_json
 from router_core.config import RouterConfig
 from router_core.plugins import PluginInfo
+from router_core.settings.problems import did_you_mean
 
 __all__ = ["plugins"]
 
 
 @click.command()
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    type=click.Path(dir_okay=False),
-    help=f"Show which destinations of this config use each plugin (default: {DEFAULT_CONFIG} "
+@config_option(
+    f"Show which destinations of this config use each plugin (default: {DEFAULT_CONFIG} "
     "when it exists).",
+    default=None,
 )
 @json_option
 def plugins(config_path: str | None, as_json: bool) -> int:
@@ -42,6 +40,7 @@ def plugins(config_path: str | None, as_json: bool) -> int:
     installed = {info.name for info in infos}
     rows = [_row(info, uses) for info in infos]
     unknown = {dest: plugin for dest, plugin in uses.items() if plugin not in installed}
+    unmatched = plugin_registry().unmatched()  # EVENT_ROUTER_PLUGINS entries with no plugin
 
     if as_json:
         print_json(
@@ -49,6 +48,7 @@ def plugins(config_path: str | None, as_json: bool) -> int:
                 "config": config_path,
                 "plugins": rows,
                 "destinations_without_plugin": unknown,
+                "problems": unmatched,
             }
         )
         return EXIT_OK
@@ -61,7 +61,12 @@ def plugins(config_path: str | None, as_json: bool) -> int:
         for row in rows:
             _print_plugin(row, with_uses=config is not None)
     for dest, plugin in unknown.items():
-        out.print(Text(f"destination {dest!r} names plugin {plugin!r}, which is not installed"))
+        guess = did_you_mean(plugin, installed)
+        out.print(
+            Text(f"destination {dest!r} names plugin {plugin!r}, which is not installed{guess}")
+        )
+    for line in unmatched:
+        out.print(Text(line, style="yellow"))
     return EXIT_OK
 
 

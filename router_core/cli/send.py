@@ -9,7 +9,7 @@ import click
 
 from router_core.cli.errors import EXIT_FAILED, EXIT_OK, BadInput
 from router_core.cli.options import (
-    DEFAULT_CONFIG,
+    config_option,
     json_option,
     plugin_registry,
     setup_logging,
@@ -43,7 +43,7 @@ _JSON_FIELDS = ("properties", "traits", "context")
 @click.option(
     "--type",
     "event_type",
-    type=click.Choice(get_args(EventType)),
+    type=click.Choice(get_args(EventType), case_sensitive=False),
     help="Event type (default: track).",
 )
 @click.option("--event", help="Event name (required for track).")
@@ -68,14 +68,7 @@ _JSON_FIELDS = ("properties", "traits", "context")
         "Sent in batches; prints a summary (--json: one JSON line per event)."
     ),
 )
-@click.option(
-    "-c",
-    "--config",
-    "config_path",
-    default=DEFAULT_CONFIG,
-    show_default=True,
-    help="Router config (TOML).",
-)
+@config_option()
 @json_option
 @verbose_option
 def send(
@@ -94,7 +87,7 @@ def send(
     event-router send --file events.jsonl
     """
     events = read_events(event_type, file, fields)
-    config = RouterConfig.load(config_path)
+    config = RouterConfig.load(config_path, plugins=plugin_registry())
     setup_logging(verbose, config.logging)
     if file is not None:
         return _send_file(config, events, as_json)

@@ -8,14 +8,15 @@ field may be a key, and pydantic's messages and a plugin's validators can echo i
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+import difflib
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from pydantic import ValidationError
 
 from router_core.secrets import MASK, redact
 
-__all__ = ["config_strings", "validation_problems", "without_echoes"]
+__all__ = ["closest", "config_strings", "did_you_mean", "validation_problems", "without_echoes"]
 
 _MIN_ECHO_LENGTH = 8  # shorter values are never keys; masking them would garble messages
 
@@ -28,6 +29,7 @@ def validation_problems(
     missing: str | None = None,
     table: Any = None,
     echoes: bool = False,
+    known: Mapping[str, Collection[str]] | None = None,
 ) -> list[str]:
     """One ``"<where>.<field path>: <message>"`` line per error in ``exc``.
 
@@ -35,6 +37,9 @@ def validation_problems(
     the input an error complains about: destination tables hold keys. ``unknown`` words an
     extra key, ``missing`` (when given) a required one; job files say "unknown key" and
     "required", settings "unknown setting" and pydantic's own "Field required".
+
+    ``known`` maps a location (the dotted path below ``where``, ``""`` for the top) to the
+    keys valid there: an unknown key close to one of them gets "did you mean 'write_key'?".
     """
     values = list(config_strings(table))
     problems = []
@@ -43,6 +48,9 @@ def validation_problems(
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = unknown
+            parent = ".".join(str(part) for part in error["loc"][:-1])
+            if known is not None and parent in known:
+                message += did_you_mean(str(error["loc"][-1]), known[parent])
         elif error["type"] == "missing" and missing is not None:
             message = missing
         path = ".".join(part for part in (where, loc) if part)
@@ -51,6 +59,29 @@ def validation_problems(
             line = without_echoes(line, [*values, *config_strings(error.get("input"))])
         problems.append(line)
     return problems
+
+
+def closest(word: str, candidates: Iterable[str]) -> str | None:
+    """The candidate ``word`` most likely misspells, or None when none is close."""
+    matches = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    if not matches:  # case and separators: "writeKey", "WRITE-KEY" for "write_key"
+        folded = {_fold(c): c for c in candidates}
+        found = folded.get(_fold(word))
+        return found if found is not None and found != word else None
+    return matches[0] if matches[0] != word else None
+
+
+def _fold(word: str) -> str:
+    return word.lower().replace("_", "").replace("-", "")
+
+
+def did_you_mean(word: str, candidates: Iterable[str], *, name: str | None = None) -> str:
+    """``"; did you mean 'x'?"`` (``"; 'word': did you mean 'x'?"`` with ``name``) when
+    ``word`` is close to one of ``candidates``, else ``""``."""
+    match = closest(word, candidates)
+    if match is None:
+        return ""
+    return f"; {name!r}: did you mean {match!r}?" if name else f"; did you mean {match!r}?"
 
 
 def config_strings(value: Any) -> Iterator[str]:

@@ -124,12 +124,15 @@ async def test_batch_errors_are_classified_too(
         (httpx.PoolTimeout("pool timed out"), "timed out: PoolTimeout"),
         (
             httpx.ConnectError("connection refused"),
-            "network error: ConnectError: connection refused",
+            "network error: cannot connect to api.segment.io:443 (ConnectError)",
         ),
-        (httpx.ReadError("connection reset"), "network error: ReadError: connection reset"),
+        (
+            httpx.ReadError("connection reset"),
+            "network error with api.segment.io:443: ReadError: connection reset",
+        ),
         (
             httpx.RemoteProtocolError("server disconnected"),
-            "network error: RemoteProtocolError: server disconnected",
+            "network error with api.segment.io:443: RemoteProtocolError: server disconnected",
         ),
     ],
 )
