@@ -36,6 +36,7 @@ from router_core import Event, Router, __version__
 
 __all__ = [
     "CAPTURE_PATHS",
+    "DEFAULT_FLUSH_INTERVAL_MS",
     "MockCaptureServer",
     "MockResponse",
     "Mode",
@@ -43,6 +44,9 @@ __all__ = [
     "RouterAdapter",
     "serve",
 ]
+
+DEFAULT_FLUSH_INTERVAL_MS = 10_000
+"""``[queue] flush_interval`` when ``init`` gives no ``flush_interval_ms``."""
 
 Mode = Literal["queued-memory", "queued-sqlite", "direct"]
 
@@ -223,7 +227,9 @@ class RouterAdapter:
     def init(self, params: Mapping[str, Any]) -> dict[str, Any]:
         self.reset()
         flush_at = int(params.get("flush_at") or 100)
-        flush_interval = float(params.get("flush_interval_ms") or 500) / 1000
+        # Every harness case ends with an explicit flush; a long default interval keeps the
+        # worker from sending a batch between two capture calls on a slow machine.
+        flush_interval = float(params.get("flush_interval_ms") or DEFAULT_FLUSH_INTERVAL_MS) / 1000
         max_attempts = int(params.get("max_retries", 3)) + 1
         retry = {"max_attempts": max_attempts, **self._retry}
         destination = {

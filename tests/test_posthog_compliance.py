@@ -15,6 +15,7 @@ they are skipped there.
 
 from __future__ import annotations
 
+import itertools
 import re
 import uuid
 from collections.abc import Iterator
@@ -108,7 +109,8 @@ class Harness:
         requests = self.requests
         assert len(requests) >= 2, "need at least 2 requests to check a retry"
         first = [e.get(name) for e in requests[0].events]
-        assert first and all(value is not None for value in first)
+        assert first
+        assert all(value is not None for value in first)
         for later in requests[1:]:
             assert [e.get(name) for e in later.events] == first
 
@@ -120,7 +122,7 @@ class Harness:
 
     def retry_delays_ms(self) -> list[float]:
         times = [r.monotonic_ms for r in self.requests]
-        return [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
+        return [later - earlier for earlier, later in itertools.pairwise(times)]
 
     def body(self, index: int = 0) -> Any:
         return self.requests[index].json()
@@ -183,7 +185,8 @@ def test_event_has_lib_properties(harness: Harness) -> None:
     harness.flush()
     properties = harness.first_event()["properties"]
     assert properties["$lib"] == "event-router"
-    assert isinstance(properties["$lib_version"], str) and properties["$lib_version"]
+    assert isinstance(properties["$lib_version"], str)
+    assert properties["$lib_version"]
 
 
 def test_distinct_id_is_string(harness: Harness) -> None:
@@ -401,7 +404,8 @@ def test_uses_proper_batch_structure(harness: Harness) -> None:
     assert harness.requests[0].path == "/batch/"
     body = harness.body()
     assert body["api_key"] == "phc_test_key"
-    assert isinstance(body["batch"], list) and len(body["batch"]) == 1
+    assert isinstance(body["batch"], list)
+    assert len(body["batch"]) == 1
 
 
 def test_flush_with_no_events_sends_nothing(harness: Harness) -> None:
