@@ -23,7 +23,13 @@ from router_core.errors import RouterClosedError
 from router_core.events import Event
 from router_core.http import USER_AGENT
 from router_core.logs import configure_from_settings, get_logger
-from router_core.outbox import FlushResult, Outbox, QueuedDelivery, QueueSettings
+from router_core.outbox import (
+    FlushResult,
+    Outbox,
+    QueuedDelivery,
+    QueueSettings,
+    TransactionalSendError,
+)
 from router_core.plugins import PluginRegistry, default_registry
 from router_core.response_cap import cap_response_body
 from router_core.results import DeliveryResult, SendReport
@@ -151,7 +157,9 @@ class Router:
 
     # -- sending ------------------------------------------------------------------------------
 
-    def send(self, event: Event | Mapping[str, Any]) -> SendReport:
+    def send(
+        self, event: Event | Mapping[str, Any], *, connection: object | None = None
+    ) -> SendReport:
         """Send ``event`` to every enabled destination whose filters match; wait for results.
 
         Raises ``InvalidEventError`` (before any request) when the event is not valid.
@@ -159,8 +167,15 @@ class Router:
         In queued mode it returns as soon as the event is recorded in the outbox, with
         ``queued=True``, empty ``results`` and ``ok`` true; it raises ``OutboxFullError`` when
         the outbox has no room (see ``[queue] when_full``).
+
+        ``connection`` (a psycopg 3 connection, or a SQLAlchemy ``Connection``/``Session``, in
+        an open transaction) writes the event inside that transaction: it is delivered only
+        if the transaction commits, never before. Needs a PostgreSQL outbox in the same
+        database (``TransactionalSendError`` otherwise); see docs/scaling.md.
         """
         parsed = self._accept(event)
+        if connection is not None:
+            return self._enqueue(self._transactional(), parsed, connection)
         if self._queue is not None:
             return self._enqueue(self._queue, parsed)
         try:
@@ -168,9 +183,17 @@ class Router:
         except concurrent.futures.CancelledError:
             raise _closed_while_sending() from None
 
-    async def asend(self, event: Event | Mapping[str, Any]) -> SendReport:
-        """``send()`` for asyncio code: awaits the results without blocking the caller's loop."""
+    async def asend(
+        self, event: Event | Mapping[str, Any], *, connection: object | None = None
+    ) -> SendReport:
+        """``send()`` for asyncio code: awaits the results without blocking the caller's loop.
+
+        With ``connection`` (see ``send()``) the write runs on the caller's thread: a
+        connection is not to be used from two threads at once, and it is one short statement.
+        """
         parsed = self._accept(event)
+        if connection is not None:
+            return self._enqueue(self._transactional(), parsed, connection)
         if self._queue is not None:
             # Writing to disk (and waiting for room) happens off the caller's loop.
             return await asyncio.to_thread(self._enqueue, self._queue, parsed)
@@ -193,9 +216,19 @@ class Router:
             (chosen if d.routing.accepts(event) else skipped).append(d.name)
         return tuple(chosen), tuple(skipped)
 
-    def _enqueue(self, queue: QueuedDelivery, event: Event) -> SendReport:
+    def _transactional(self) -> QueuedDelivery:
+        if self._queue is None:
+            raise TransactionalSendError(
+                "send(connection=...) needs queued delivery with a PostgreSQL outbox "
+                '([queue] url = "postgresql://..."); this router delivers directly'
+            )
+        return self._queue
+
+    def _enqueue(
+        self, queue: QueuedDelivery, event: Event, connection: object | None = None
+    ) -> SendReport:
         chosen, skipped = self._route(event)
-        queue.enqueue(event, chosen)
+        queue.enqueue(event, chosen, connection)
         return SendReport(
             message_id=event.message_id,
             results={},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from router_core.cli import config, outbox, plugins, run, sandbox, send
+from router_core.cli import config, outbox, plugins, run, sandbox, send, worker
 from router_core.cli.errors import EXIT_OK, RouterGroup
 from router_core.cli.options import setup_logging
 from router_core.http import LIBRARY_VERSION
@@ -38,3 +38,4 @@ main.add_command(config.config)
 main.add_command(sandbox.sandbox)
 main.add_command(sandbox.demo)
 main.add_command(outbox.outbox)
+main.add_command(worker.worker)

@@ -6,9 +6,11 @@ docs/delivery.md.
 """
 
 from router_core.outbox.errors import (
+    DeliveryDisabledError,
     OutboxDiskFullError,
     OutboxFullError,
     OutboxUnavailableError,
+    TransactionalSendError,
 )
 from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.queue import FlushResult, QueuedDelivery, open_outbox
@@ -20,6 +22,7 @@ __all__ = [
     "DEFAULT_OUTBOX_PATH",
     "STATES",
     "ClaimedRow",
+    "DeliveryDisabledError",
     "FlushResult",
     "MemoryOutbox",
     "Outbox",
@@ -31,5 +34,6 @@ __all__ = [
     "QueueSettings",
     "QueuedDelivery",
     "SQLiteOutbox",
+    "TransactionalSendError",
     "open_outbox",
 ]

@@ -41,3 +41,14 @@ class OutboxDiskFullError(OutboxUnavailableError):
     The event was not accepted; everything accepted before stays stored and is still
     delivered. ``send()`` accepts events again by itself once there is room.
     """
+
+
+class DeliveryDisabledError(RouterError, RuntimeError):
+    """``flush()`` in a process with ``[queue] deliver = false``: it only enqueues, and
+    cannot wait for delivery done by ``event-router worker`` processes."""
+
+
+class TransactionalSendError(RouterError, ValueError):
+    """``send(event, connection=...)`` cannot write the event in that transaction: the
+    outbox is not PostgreSQL, the connection is not one it can use, or it is to another
+    database. Nothing was written."""

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
+from router_core.outbox.store import ClaimedRow, OutboxStats, WorkerInfo, plan_batch
 from router_core.results import BatchLimits
 
 __all__ = ["MemoryOutbox"]
@@ -93,12 +93,23 @@ class MemoryOutbox:
         lease_until: float,
         schedule_horizon: float | None = None,
         lease_horizon: float | None = None,
+        max_in_flight: int | None = None,
     ) -> list[ClaimedRow]:
         limit = max(1, min(batch_size, limits.max_events))
         # Past the horizons: written before the wall clock stepped back.
         scheduled_by = math.inf if schedule_horizon is None else schedule_horizon
         leased_by = math.inf if lease_horizon is None else lease_horizon
         with self._lock:
+            if max_in_flight is not None:
+                live = {
+                    row.token
+                    for row in self._rows.get(destination, {}).values()
+                    if row.token is not None
+                    and row.claimed_until is not None
+                    and now < row.claimed_until <= leased_by
+                }
+                if len(live) >= max_in_flight:
+                    return []
             candidates: list[tuple[int, _Row]] = []
             for event_id, row in self._rows.get(destination, {}).items():
                 if (
@@ -274,6 +285,9 @@ class MemoryOutbox:
                     self._drop_ref(event_id)
                 removed += len(doomed)
         return removed
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Nothing kept: only this process can use a memory outbox."""
 
     def checkpoint(self) -> None:
         """Nothing to do in memory."""

@@ -23,7 +23,11 @@ from typing import Any
 from router_core.errors import RouterError
 from router_core.events import Event
 from router_core.logs import get_logger
-from router_core.outbox.errors import OutboxFullError
+from router_core.outbox.errors import (
+    DeliveryDisabledError,
+    OutboxFullError,
+    TransactionalSendError,
+)
 from router_core.outbox.memory import MemoryOutbox
 from router_core.outbox.recent import RecentEvents
 from router_core.outbox.sqlite import SQLiteOutbox
@@ -98,8 +102,13 @@ class QueuedDelivery:
         targets: TargetSource,
         destinations: Sequence[str],
         outbox: Outbox | None = None,
+        tasks_per_destination: int = 1,
     ) -> None:
         self.settings = settings
+        # Batches this process delivers at once per destination (`event-router worker
+        # --concurrency`); each task claims batches of its own.
+        self._tasks = max(1, tasks_per_destination)
+        self._delivery_stopped = False
         self._max_bytes = settings.byte_limit
         self.outbox: Outbox = outbox if outbox is not None else open_outbox(settings)
         self._runtime = runtime
@@ -123,9 +132,15 @@ class QueuedDelivery:
     # -- workers ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers in this process (idempotent; again in a forked child)."""
+        """Start the workers in this process (idempotent; again in a forked child).
+
+        With ``[queue] deliver = false`` none start: this process only enqueues.
+        """
         pid = os.getpid()
-        if self._started_pid == pid or self._closed:
+        if self._started_pid == pid or self._closed or self._delivery_stopped:
+            return
+        if not self.settings.deliver:
+            self._started_pid = pid
             return
         with self._start_lock:
             if self._started_pid == pid or self._closed:
@@ -136,19 +151,20 @@ class QueuedDelivery:
     async def _start_workers(self) -> None:
         self._workers = {}
         for plugin, destination in self._targets():
-            worker = DestinationWorker(
-                outbox=self.outbox,
-                plugin=plugin,
-                destination=destination,
-                settings=self.settings,
-                recent=self._recent,
-                is_flushing=lambda: self._flushing > 0,
-                on_progress=self._notify_progress,
-            )
-            worker.task = asyncio.create_task(
-                worker.run(), name=f"event-router-outbox-{destination.name}"
-            )
-            self._workers[destination.name] = worker
+            for copy in range(self._tasks):
+                worker = DestinationWorker(
+                    outbox=self.outbox,
+                    plugin=plugin,
+                    destination=destination,
+                    settings=self.settings,
+                    recent=self._recent,
+                    is_flushing=lambda: self._flushing > 0,
+                    on_progress=self._notify_progress,
+                )
+                # The first task of a destination takes send()'s hints; the others poll.
+                key = destination.name if copy == 0 else f"{destination.name}#{copy}"
+                worker.task = asyncio.create_task(worker.run(), name=f"event-router-outbox-{key}")
+                self._workers[key] = worker
         if isinstance(self.outbox, SQLiteOutbox):
             self._housekeeper = asyncio.create_task(
                 self._checkpoints(), name="event-router-outbox-checkpoint"
@@ -178,12 +194,19 @@ class QueuedDelivery:
 
     # -- accepting events ---------------------------------------------------------------------
 
-    def enqueue(self, event: Event, destinations: Sequence[str]) -> None:
+    def enqueue(
+        self, event: Event, destinations: Sequence[str], connection: object | None = None
+    ) -> None:
         """Record ``event`` for ``destinations``; return once it is stored.
 
         Raises ``OutboxFullError`` when there is no room (at once with ``when_full =
-        "refuse"``, after ``block_timeout`` with ``"block"``).
+        "refuse"``, after ``block_timeout`` with ``"block"``). With ``connection`` (an app's
+        open PostgreSQL transaction) the event is written in that transaction instead: see
+        ``enqueue_in_transaction``.
         """
+        if connection is not None:
+            self.enqueue_in_transaction(event, destinations, connection)
+            return
         if not destinations:
             return
         if self._started_pid is None:  # first use in this process (a fork resets it)
@@ -224,10 +247,80 @@ class QueuedDelivery:
             if worker is not None:
                 worker.hint()
 
+    def enqueue_in_transaction(
+        self, event: Event, destinations: Sequence[str], connection: object
+    ) -> None:
+        """Write ``event`` in the caller's open transaction on ``connection``: delivered once
+        that transaction commits, never if it rolls back. Needs the PostgreSQL outbox.
+
+        A full outbox raises ``OutboxFullError`` at once, whatever ``when_full`` says:
+        waiting would keep the caller's transaction (and its locks) open.
+        """
+        if self.settings.backend != "postgres":
+            raise TransactionalSendError(
+                f"send(connection=...) writes the event in the app's PostgreSQL transaction; "
+                f"this router's outbox is {self.settings.backend} ({self.outbox.location}). "
+                'Set [queue] url = "postgresql://..." to the database the app writes to'
+            )
+        if self._started_pid is None:
+            self.start()
+        from router_core.outbox.postgres import PostgresOutbox  # noqa: PLC0415
+
+        assert isinstance(self.outbox, PostgresOutbox)
+        payload = event.model_dump_json()
+        full = self.outbox.enqueue_in(
+            connection,
+            event.message_id,
+            payload,
+            destinations,
+            max_events=self.settings.max_events,
+            max_bytes=self._max_bytes,
+        )
+        if full is not None:
+            raise _full_error(full, self.settings.model_copy(update={"when_full": "refuse"}),
+                              self.outbox.location)  # fmt: skip
+        # Not in RecentEvents and no hint: the rows are invisible to the workers until the
+        # app commits, which may be long after this returns; they poll for them.
+
+    def deliver_here(self, tasks_per_destination: int = 1) -> None:
+        """Start delivering in this process even if ``[queue] deliver = false`` said not to,
+        with ``tasks_per_destination`` batches at once per destination (what
+        ``event-router worker`` runs: its router is built not to start, then this starts it)."""
+        self.settings = self.settings.model_copy(update={"deliver": True})
+        self._tasks = max(1, tasks_per_destination)
+        self._started_pid = None
+        self.start()
+
+    def worker_counts(self) -> tuple[int, int]:
+        """Rows this process's workers delivered and failed so far (``event-router worker``)."""
+        workers = list(self._workers.values())
+        return sum(w.delivered for w in workers), sum(w.failed for w in workers)
+
+    def stop_delivery(self, grace: float) -> None:
+        """Stop claiming; let batches in flight finish for up to ``grace`` seconds, then
+        cancel them (their rows are released for another worker). No drain of the outbox:
+        what ``event-router worker`` does on SIGTERM. ``close()`` afterwards closes the rest."""
+        if self._started_pid != os.getpid() or self._closed:
+            return
+        with contextlib.suppress(RuntimeError, TimeoutError):
+            self._runtime.run(self._stop_workers(grace), timeout=grace + _STOP_GRACE_S)
+        self._started_pid = None
+        self._delivery_stopped = True  # start() must not bring them back
+
     # -- flushing and closing -----------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> FlushResult:
-        """Wait until every event accepted so far is delivered or dead, or ``timeout`` passes."""
+        """Wait until every event accepted so far is delivered or dead, or ``timeout`` passes.
+
+        With ``[queue] deliver = false`` it raises ``DeliveryDisabledError`` at once: this
+        process delivers nothing, so it cannot wait for delivery.
+        """
+        if not self.settings.deliver:
+            raise DeliveryDisabledError(
+                "flush() cannot wait for delivery: [queue] deliver = false, so this process "
+                "only enqueues and `event-router worker` processes deliver. Watch "
+                "`event-router outbox status` instead"
+            )
         if self._runtime.in_loop_thread():
             raise RuntimeError("flush() called from the router's own event loop (a plugin?)")
         self.start()

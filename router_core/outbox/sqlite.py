@@ -48,7 +48,7 @@ from typing import Any, Literal
 from router_core.logs import get_logger
 from router_core.outbox.errors import OutboxDiskFullError, OutboxUnavailableError
 from router_core.outbox.filecheck import check_location, explain, identity, room
-from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
+from router_core.outbox.store import ClaimedRow, OutboxStats, WorkerInfo, plan_batch
 from router_core.results import BatchLimits
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteOutbox"]
@@ -500,6 +500,7 @@ class SQLiteOutbox:
         lease_until: float,
         schedule_horizon: float | None = None,
         lease_horizon: float | None = None,
+        max_in_flight: int | None = None,
     ) -> list[ClaimedRow]:
         limit = max(1, min(batch_size, limits.max_events))
         scheduled_by = math.inf if schedule_horizon is None else schedule_horizon
@@ -507,6 +508,13 @@ class SQLiteOutbox:
         while True:
             with self._write() as conn:
                 more = self._route(conn)
+                # The batches in flight: distinct live tokens, counted in this write
+                # transaction (BEGIN IMMEDIATE), so no other claimer counts at the same time.
+                if (
+                    max_in_flight is not None
+                    and self._in_flight(conn, destination, now, leased_by) >= max_in_flight
+                ):
+                    return []
                 # Walk this destination's pending rows in order; dead rows are never seen.
                 # The payloads come along: nearly always every row read is claimed.
                 candidates = conn.execute(
@@ -533,6 +541,16 @@ class SQLiteOutbox:
                         (token, lease_until, destination, *chunk),
                     )
             return [ClaimedRow(*row) for row in taken]
+
+    @staticmethod
+    def _in_flight(conn: sqlite3.Connection, destination: str, now: float, leased_by: float) -> int:
+        row = conn.execute(
+            "SELECT count(DISTINCT claim_token) FROM deliveries"
+            " WHERE destination = ? AND state = 'pending' AND claim_token IS NOT NULL"
+            " AND claimed_until > ? AND claimed_until <= ?",
+            (destination, now, leased_by),
+        ).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def extend(self, destination: str, token: str, lease_until: float) -> None:
         with self._write() as conn:
@@ -746,6 +764,9 @@ class SQLiteOutbox:
         return removed
 
     # -- lifecycle ----------------------------------------------------------------------------
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Nothing kept: a SQLite outbox serves the processes of one machine."""
 
     def checkpoint(self) -> None:
         """Copy what the write-ahead log holds into the database file (``PASSIVE``: it never

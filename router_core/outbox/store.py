@@ -22,6 +22,7 @@ __all__ = [
     "ClaimedRow",
     "Outbox",
     "OutboxStats",
+    "WorkerInfo",
     "estimate_bytes",
     "plan_batch",
 ]
@@ -79,6 +80,26 @@ class ClaimedRow:
 
 
 @dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One ``event-router worker`` process, as its heartbeats record it.
+
+    ``delivered`` and ``failed`` count rows (one event to one destination) since it started;
+    ``started`` and ``last_seen`` are Unix seconds (the database's clock where it has one).
+    ``stopped`` is set by the worker's last heartbeat, as it exits cleanly.
+    """
+
+    id: str
+    host: str
+    pid: int
+    destinations: tuple[str, ...]
+    started: float = 0.0
+    last_seen: float = 0.0
+    delivered: int = 0
+    failed: int = 0
+    stopped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxStats:
     """What ``event-router outbox status`` shows.
 
@@ -95,6 +116,8 @@ class OutboxStats:
     bytes: int = 0
     oldest_pending: float | None = None
     dead_tuples: Mapping[str, int] = field(default_factory=dict)
+    workers: tuple[WorkerInfo, ...] = ()
+    """Worker processes that sent heartbeats (PostgreSQL; empty elsewhere)."""
 
     def total(self, state: str) -> int:
         return sum(c.get(state, 0) for c in self.counts.values())
@@ -145,8 +168,13 @@ class Outbox(Protocol):
         lease_until: float,
         schedule_horizon: float | None = None,
         lease_horizon: float | None = None,
+        max_in_flight: int | None = None,
     ) -> list[ClaimedRow]:
         """Claim the oldest due rows of ``destination`` that fit one request (``plan_batch``).
+
+        With ``max_in_flight``, claim nothing (return ``[]``) while that many batches of
+        ``destination`` are held under live (unexpired) claims by anyone sharing the outbox;
+        a batch counts from its claim until ``release`` (or its lease runs out).
 
         A row is due when ``next_attempt_at <= now`` and free when it has no claim or
         ``claimed_until <= now``. Stored times later than the horizons (``now`` plus the
@@ -221,6 +249,12 @@ class Outbox(Protocol):
 
     def purge(self, *, dead_only: bool, destination: str | None) -> int:
         """Delete rows (only dead ones with ``dead_only``); return how many rows went."""
+        ...
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record that ``worker`` is alive with these counts (``event-router worker`` calls it
+        every few seconds, and once with ``stopped`` as it exits); ``stats()`` reports them.
+        Backends that cannot be shared between machines may keep nothing."""
         ...
 
     def checkpoint(self) -> None:
