@@ -12,7 +12,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from router_core.outbox.store import ClaimedRow, OutboxStats, WorkerInfo, plan_batch
+from router_core.outbox.store import (
+    ClaimedRow,
+    OutboxStats,
+    StoredEvent,
+    WorkerInfo,
+    plan_batch,
+)
 from router_core.results import BatchLimits
 
 __all__ = ["MemoryOutbox"]
@@ -285,6 +291,23 @@ class MemoryOutbox:
                     self._drop_ref(event_id)
                 removed += len(doomed)
         return removed
+
+    def export(self, after: int, limit: int) -> list[StoredEvent]:
+        with self._lock:
+            ids = sorted(i for i in self._events if i > after)[:limit]
+            return [
+                StoredEvent(
+                    i,
+                    self._events[i].message_id,
+                    self._events[i].payload,
+                    tuple(
+                        (name, row.state, row.attempts, row.last_error, row.last_status)
+                        for name, rows in sorted(self._rows.items())
+                        if (row := rows.get(i)) is not None
+                    ),
+                )
+                for i in ids
+            ]
 
     def heartbeat(self, worker: WorkerInfo) -> None:
         """Nothing kept: only this process can use a memory outbox."""

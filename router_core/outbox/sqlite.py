@@ -48,7 +48,13 @@ from typing import Any, Literal
 from router_core.logs import get_logger
 from router_core.outbox.errors import OutboxDiskFullError, OutboxUnavailableError
 from router_core.outbox.filecheck import check_location, explain, identity, room
-from router_core.outbox.store import ClaimedRow, OutboxStats, WorkerInfo, plan_batch
+from router_core.outbox.store import (
+    ClaimedRow,
+    OutboxStats,
+    StoredEvent,
+    WorkerInfo,
+    plan_batch,
+)
 from router_core.results import BatchLimits
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteOutbox"]
@@ -764,6 +770,27 @@ class SQLiteOutbox:
         return removed
 
     # -- lifecycle ----------------------------------------------------------------------------
+
+    def export(self, after: int, limit: int) -> list[StoredEvent]:
+        while True:  # every event gets its rows first
+            with self._write() as conn:
+                if not self._route(conn):
+                    break
+        with self._write() as conn:
+            events = conn.execute(
+                "SELECT id, message_id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            if not events:
+                return []
+            rows: dict[int, list[tuple[str, str, int, str | None, int | None]]] = {}
+            for event_id, *row in conn.execute(
+                "SELECT event_id, destination, state, attempts, last_error, last_status"
+                " FROM deliveries WHERE event_id > ? AND event_id <= ? ORDER BY destination",
+                (after, events[-1][0]),
+            ):
+                rows.setdefault(event_id, []).append(tuple(row))
+        return [StoredEvent(i, m, p, tuple(rows.get(i, ()))) for i, m, p in events]
 
     def heartbeat(self, worker: WorkerInfo) -> None:
         """Nothing kept: a SQLite outbox serves the processes of one machine."""

@@ -22,6 +22,7 @@ __all__ = [
     "ClaimedRow",
     "Outbox",
     "OutboxStats",
+    "StoredEvent",
     "WorkerInfo",
     "estimate_bytes",
     "plan_batch",
@@ -77,6 +78,20 @@ class ClaimedRow:
     attempts: int
     since: float
     """When the retry budget started: when the event was accepted, or last replayed."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One stored event with its undelivered rows, for copying an outbox into another.
+
+    ``rows`` holds ``(destination, state, attempts, last_error, last_status)`` for each row
+    still pending or dead (``state`` is ``"pending"`` or ``"dead"``).
+    """
+
+    id: int
+    message_id: str
+    payload: str
+    rows: tuple[tuple[str, str, int, str | None, int | None], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +270,11 @@ class Outbox(Protocol):
         """Record that ``worker`` is alive with these counts (``event-router worker`` calls it
         every few seconds, and once with ``stopped`` as it exits); ``stats()`` reports them.
         Backends that cannot be shared between machines may keep nothing."""
+        ...
+
+    def export(self, after: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` stored events with id above ``after``, in id order, each with its
+        pending and dead rows (``event-router outbox copy`` pages through them)."""
         ...
 
     def checkpoint(self) -> None:

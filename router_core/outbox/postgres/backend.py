@@ -69,7 +69,13 @@ from router_core.outbox.postgres.schema import (
     migrate,
     quoted,
 )
-from router_core.outbox.store import ClaimedRow, OutboxStats, WorkerInfo, plan_batch
+from router_core.outbox.store import (
+    ClaimedRow,
+    OutboxStats,
+    StoredEvent,
+    WorkerInfo,
+    plan_batch,
+)
 from router_core.results import BatchLimits
 from router_core.secrets import redact, register_secret
 from router_core.settings.queue import DEFAULT_SCHEMA
@@ -551,6 +557,63 @@ class PostgresOutbox:
                 "`event-router outbox migrate` against the server the app writes to"
             )
         return conn
+
+    def export(self, after: int, limit: int) -> list[StoredEvent]:
+        s = quoted(self._schema)
+
+        def read(conn: Conn) -> list[StoredEvent]:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                events = conn.execute(
+                    f"SELECT id, message_id, payload FROM {s}.events WHERE id > %s"
+                    " ORDER BY id LIMIT %s",
+                    (after, limit),
+                ).fetchall()
+                if not events:
+                    return []
+                rows: dict[int, list[tuple[str, str, int, str | None, int | None]]] = {}
+                for event_id, *row in conn.execute(
+                    "SELECT event_id, destination, state, attempts, last_error, last_status"
+                    f" FROM {s}.deliveries WHERE event_id > %s AND event_id <= %s"
+                    " ORDER BY destination",
+                    (after, events[-1][0]),
+                ):
+                    rows.setdefault(event_id, []).append(tuple(row))
+            return [StoredEvent(i, m, p, tuple(rows.get(i, ()))) for i, m, p in events]
+
+        return self._run("cannot read the outbox", read)
+
+    def import_events(self, events: Sequence[StoredEvent]) -> int:
+        """Store copies of ``events`` (from another outbox) with their rows' states and
+        attempts, in one transaction, counted like any other admission; returns how many.
+        Events with no rows left are skipped."""
+        s = quoted(self._schema)
+        wanted = [e for e in events if e.rows]
+
+        def store(conn: Conn) -> int:
+            with conn.transaction():
+                for event in wanted:
+                    names = [r[0] for r in event.rows]
+                    size = len(event.payload.encode())
+                    row = conn.execute(
+                        f"INSERT INTO {s}.events (message_id, payload, size, destinations)"
+                        " VALUES (%s, %s, %s, %s) RETURNING id",
+                        (event.message_id, event.payload, size, names),
+                    ).fetchone()
+                    assert row is not None
+                    with conn.cursor() as cur:
+                        cur.executemany(
+                            f"INSERT INTO {s}.deliveries (destination, event_id, state, attempts,"
+                            " last_error, last_status) VALUES (%s, %s, %s, %s, %s, %s)",
+                            [(r[0], row[0], *r[1:]) for r in event.rows],
+                        )
+                    conn.execute(
+                        f"INSERT INTO {s}.admitted_tx (events, bytes) VALUES (1, %s)", (size,)
+                    )
+                conn.execute(self._sql.fold)
+            return len(wanted)
+
+        return self._run("cannot copy events in", store)
 
     def heartbeat(self, worker: WorkerInfo) -> None:
         """Upsert the worker's row (the database's clock marks ``last_seen``), and forget
