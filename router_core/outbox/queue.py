@@ -109,6 +109,7 @@ class QueuedDelivery:
         # --concurrency`); each task claims batches of its own.
         self._tasks = max(1, tasks_per_destination)
         self._delivery_stopped = False
+        self._retired: list[DestinationWorker] = []
         self._max_bytes = settings.byte_limit
         self.outbox: Outbox = outbox if outbox is not None else open_outbox(settings)
         self._runtime = runtime
@@ -293,7 +294,7 @@ class QueuedDelivery:
 
     def worker_counts(self) -> tuple[int, int]:
         """Rows this process's workers delivered and failed so far (``event-router worker``)."""
-        workers = list(self._workers.values())
+        workers = [*self._workers.values(), *self._retired]
         return sum(w.delivered for w in workers), sum(w.failed for w in workers)
 
     def stop_delivery(self, grace: float) -> None:
@@ -302,6 +303,7 @@ class QueuedDelivery:
         what ``event-router worker`` does on SIGTERM. ``close()`` afterwards closes the rest."""
         if self._started_pid != os.getpid() or self._closed:
             return
+        self._retired = list(self._workers.values())  # their counts stay readable
         with contextlib.suppress(RuntimeError, TimeoutError):
             self._runtime.run(self._stop_workers(grace), timeout=grace + _STOP_GRACE_S)
         self._started_pid = None
@@ -370,7 +372,7 @@ class QueuedDelivery:
         budget = self.settings.close_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         result: FlushResult | None = None
-        if self._started_pid == os.getpid():
+        if self._started_pid == os.getpid() and self.settings.deliver:
             try:
                 result = self.flush(budget)
             except RouterError as exc:  # the outbox file is unusable: close all the same

@@ -62,7 +62,6 @@ from router_core.logs import get_logger
 from router_core.outbox.errors import TransactionalSendError
 from router_core.outbox.postgres.connections import app_connection
 from router_core.outbox.postgres.schema import (
-    SCHEMA_VERSION,
     SHARDS,
     MigrationResult,
     check_schema,
@@ -90,6 +89,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 _CHUNK = 5000  # rows per transaction in replay and purge: short transactions, bounded locks
 _CONNECT_TIMEOUT_S = 10
 _APPLICATION_NAME = "event-router"
+_TX_TOTALS_S = 1.0  # how old the totals a transactional send is checked against may be
 
 # Pools inherited across fork() are never used or closed in the child (their sockets are the
 # parent's); keeping a reference stops the garbage collector from touching them.
@@ -274,7 +274,6 @@ class _Sql:
             " SELECT id FROM event"
         )
         self.tx_check = f"SELECT current_database(), to_regclass('{s}.schema_version') IS NOT NULL"
-        self.tx_version = f"SELECT max(version) FROM {s}.schema_version"
         # Committed admissions of transactions moved into one shard's counter.
         self.fold = (
             f"WITH gone AS (DELETE FROM {s}.admitted_tx RETURNING events, bytes)"
@@ -368,6 +367,7 @@ class PostgresOutbox:
         self._slots: set[str] = set()  # tokens whose batch holds a max_in_flight slot
         self._held_lock = threading.Lock()
         self._database: str | None = None  # current_database(), for transactional sends
+        self._tx_totals: tuple[int, int, float] | None = None  # stored events, bytes, when
         self.created: MigrationResult | None = None
         """Set when opening the outbox created its schema."""
         with self._errors("cannot open"), self._connect() as conn:
@@ -483,11 +483,12 @@ class PostgresOutbox:
         connection, or a SQLAlchemy ``Connection``/``Session`` on one): the event becomes
         claimable when that transaction commits, and is gone if it rolls back.
 
-        The statements run in a savepoint, so a failure here leaves the caller's transaction
+        The insert runs in a savepoint, so a failure here leaves the caller's transaction
         usable. Admission is checked against the stored totals without locking anything (a
         lock on a counter row would be held until the app commits, stalling every other
-        sender): transactions open at the same time may together pass ``max_events`` or
-        ``max_bytes`` by the events they hold. Raises ``TransactionalSendError`` for a
+        sender), read at most a second ago while far from the limits: transactions open at
+        the same time may together pass ``max_events`` or ``max_bytes`` by the events they
+        hold. Raises ``TransactionalSendError`` for a
         connection it cannot use; returns like ``enqueue()``.
         """
         conn = self._app_connection(connection)
@@ -501,26 +502,37 @@ class PostgresOutbox:
             "size": size,
             "destinations": names,
         }
+        full = self._admits_tx(size, max_events, max_bytes)
+        if full is not None:
+            return full
         with (
             self._errors("cannot store the event in the caller's transaction"),
             conn.transaction(),  # a savepoint inside the caller's transaction
         ):
-            version = conn.execute(self._sql.tx_version).fetchone()
-            if version is None or version[0] != SCHEMA_VERSION:
-                found = None if version is None else version[0]
-                raise TransactionalSendError(
-                    f"the outbox schema {self._schema!r} seen through the caller's "
-                    f"connection has version {found}, not {SCHEMA_VERSION}: run "
-                    "`event-router outbox migrate`"
-                )
-            if max_events is not None or max_bytes is not None:
-                row = conn.execute(self._sql.stored).fetchone()
-                events, stored = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
-                if max_events is not None and events + 1 > max_events:
-                    return ("max_events", max_events, events)
-                if max_bytes is not None and stored + size > max_bytes:
-                    return ("max_bytes", max_bytes, stored)
             conn.execute(self._sql.enqueue_in_tx, params)
+        return None
+
+    def _admits_tx(
+        self, size: int, max_events: int | None, max_bytes: int | None
+    ) -> tuple[str, int, int] | None:
+        """The admission check of a transactional send: the stored totals, read on a
+        connection of our own (no lock, nothing of the caller's transaction), at most
+        ``_TX_TOTALS_S`` old while far from the limits, fresh near them."""
+        if max_events is None and max_bytes is None:
+            return None
+        cached = self._tx_totals
+        now = time.monotonic()
+        if cached is None or now - cached[2] > _TX_TOTALS_S or _near(cached, max_events, max_bytes):
+            row = self._run(
+                "cannot read the outbox", lambda c: c.execute(self._sql.stored).fetchone()
+            )
+            events, stored = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+            cached = self._tx_totals = (events, stored, now)
+        events, stored, _ = cached
+        if max_events is not None and events + 1 > max_events:
+            return ("max_events", max_events, events)
+        if max_bytes is not None and stored + size > max_bytes:
+            return ("max_bytes", max_bytes, stored)
         return None
 
     def _app_connection(self, connection: object) -> Conn:
@@ -1005,6 +1017,14 @@ def _errors(location: str, doing: str) -> Iterator[None]:
         # The first line: the server's own message (the rest quotes our SQL back).
         message = redact(str(exc).strip().partition("\n")[0]) or type(exc).__name__
         raise PostgresOutboxError(f"the outbox {location}: {doing}: {message}") from exc
+
+
+def _near(totals: tuple[int, int, float], max_events: int | None, max_bytes: int | None) -> bool:
+    """Whether cached totals are within a tenth of a limit: read them fresh then."""
+    events, stored, _ = totals
+    return (max_events is not None and events * 10 >= max_events * 9) or (
+        max_bytes is not None and stored * 10 >= max_bytes * 9
+    )
 
 
 def _share(limit: int | None, used: int) -> int | None:

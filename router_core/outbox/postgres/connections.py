@@ -45,6 +45,9 @@ def _from_sqlalchemy(connection: object) -> object | None:
     if orm is not None and isinstance(connection, orm.Session):
         connection = connection.connection()  # the session's transaction begins here
     if isinstance(connection, sqlalchemy.engine.Connection):
+        if not connection.in_transaction():
+            # What its first execute() would do: without it, its commit() commits nothing.
+            connection.begin()
         raw: object = connection.connection.driver_connection
         return raw
     return None
