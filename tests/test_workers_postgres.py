@@ -280,9 +280,9 @@ def test_all_workers_killed_and_restarted_lose_nothing(
     target = Destination(delay=0.02)
     servers.append(target)
     config = write_config(tmp_path / "router.toml", postgres_url, pg_schema, {"target": target})
-    sent = enqueue(config, 2000)
+    sent = enqueue(config, 1000)
     workers = start_workers(config, 3)
-    wait_for(lambda: len(target.received()) >= 200, "some deliveries")
+    wait_for(lambda: len(target.received()) >= 100, "some deliveries")
     kill(workers)
     assert pending(postgres_url, pg_schema) > 0
     restarted = start_workers(config, 3)
@@ -306,7 +306,8 @@ def test_max_in_flight_holds_across_workers_and_a_down_destination_slows_no_othe
     assert stop(workers) == [0, 0, 0]
     assert capped.peak <= 2
     assert capped.duplicates() == 0
-    assert down.requests > 0 and not down.received()
+    assert down.requests > 0
+    assert not down.received()
 
 
 def test_the_worker_refuses_a_schema_of_another_version(
@@ -319,7 +320,7 @@ def test_the_worker_refuses_a_schema_of_another_version(
     with psycopg.connect(postgres_url, autocommit=True) as conn:
         conn.execute(f'UPDATE "{pg_schema}".schema_version SET version = %s', (SCHEMA_VERSION + 1,))
     done = subprocess.run(
-        [*WORKER, "-c", str(config)], capture_output=True, text=True, timeout=WAIT
+        [*WORKER, "-c", str(config)], capture_output=True, text=True, timeout=WAIT, check=False
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -344,11 +345,13 @@ def test_a_router_that_only_enqueues_starts_no_worker_and_cannot_flush(tmp_path:
         {"a": {"plugin": "segment", "write_key": "wk_only_enqueue_0123"}}, queue=queue
     ) as r:
         r.send(Event.track("E", user_id="u"))
-        assert r._queue is not None and r._queue.worker_counts() == (0, 0)
+        assert r._queue is not None
+        assert r._queue.worker_counts() == (0, 0)
         assert not r._queue._workers
         with pytest.raises(DeliveryDisabledError, match="deliver = false"):
             r.flush(timeout=1)
-        assert r.outbox is not None and r.outbox.pending(["a"]) == {"a": 1}
+        assert r.outbox is not None
+        assert r.outbox.pending(["a"]) == {"a": 1}
 
 
 # -- transactional send ---------------------------------------------------------------------
@@ -379,12 +382,19 @@ def test_a_transactional_send_commits_and_rolls_back_with_the_app(
         assert kept not in _message_ids(postgres_url, pg_schema)  # never before the commit
         conn.commit()
         assert kept in _message_ids(postgres_url, pg_schema)
-        with pytest.raises(ZeroDivisionError), conn.transaction():
-            gone = router.send(Event.track("Gone", user_id="u"), connection=conn).message_id
-            raise ZeroDivisionError
+        gone = Event.track("Gone", user_id="u").message_id
+
+        def roll_back() -> None:
+            with conn.transaction():
+                router.send(Event.track("Gone", user_id="u", message_id=gone), connection=conn)
+                raise ZeroDivisionError
+
+        with pytest.raises(ZeroDivisionError):
+            roll_back()
         assert gone not in _message_ids(postgres_url, pg_schema)
         stats = router.outbox.stats(time.time()) if router.outbox else None
-        assert stats is not None and stats.events == 1  # the counters agree: one stored
+        assert stats is not None
+        assert stats.events == 1
 
 
 def test_a_transactional_send_through_a_sqlalchemy_session(
@@ -409,7 +419,8 @@ def test_a_transactional_send_through_a_sqlalchemy_session(
     finally:
         engine.dispose()
     stored = _message_ids(postgres_url, pg_schema)
-    assert kept.message_id in stored and also.message_id in stored
+    assert kept.message_id in stored
+    assert also.message_id in stored
     assert gone.message_id not in stored
 
 
@@ -427,29 +438,34 @@ def test_an_open_transactional_send_blocks_no_other_sender(
         others.join(timeout=WAIT)
         assert not others.is_alive()  # 200 sends, and slow paths, went past the open transaction
         conn.commit()
-        assert router.outbox is not None and router.outbox.pending(["a"]) == {"a": 201}
+        assert router.outbox is not None
+        assert router.outbox.pending(["a"]) == {"a": 201}
 
 
 def test_transactional_send_explains_what_it_cannot_use(
     postgres_url: str, pg_schema: str, tmp_path: Path
 ) -> None:
+    other = postgres_url.rsplit("/", 1)[0] + "/postgres"
     with _tx_router(postgres_url, pg_schema) as router:
-        with psycopg.connect(postgres_url, autocommit=True) as conn:
-            with pytest.raises(TransactionalSendError, match="autocommit"):
-                router.send(Event.track("E", user_id="u"), connection=conn)
-        other = postgres_url.rsplit("/", 1)[0] + "/postgres"
-        with psycopg.connect(other) as conn:
-            with pytest.raises(TransactionalSendError, match="database 'postgres'"):
-                router.send(Event.track("E", user_id="u"), connection=conn)
+        with (
+            psycopg.connect(postgres_url, autocommit=True) as conn,
+            pytest.raises(TransactionalSendError, match="autocommit"),
+        ):
+            router.send(Event.track("E", user_id="u"), connection=conn)
+        with (
+            psycopg.connect(other) as conn,
+            pytest.raises(TransactionalSendError, match="database 'postgres'"),
+        ):
+            router.send(Event.track("E", user_id="u"), connection=conn)
         with pytest.raises(TransactionalSendError, match="psycopg 3"):
             router.send(Event.track("E", user_id="u"), connection=object())
     sqlite = {"path": str(tmp_path / "outbox.db")}
     with (
         Router({"a": {"plugin": "segment", "write_key": "wk_x_0123456789"}}, queue=sqlite) as r,
         psycopg.connect(postgres_url) as conn,
+        pytest.raises(TransactionalSendError, match="PostgreSQL"),
     ):
-        with pytest.raises(TransactionalSendError, match="PostgreSQL"):
-            r.send(Event.track("E", user_id="u"), connection=conn)
+        r.send(Event.track("E", user_id="u"), connection=conn)
 
 
 # -- copying an outbox ----------------------------------------------------------------------
