@@ -22,7 +22,7 @@ from bench import backlog, caller, fanout, throughput
 from bench.measure import machine
 from bench.workload import quiet_logs
 
-SECTIONS = ("caller", "throughput", "fanout", "backlog", "scaling")
+SECTIONS = ("caller", "throughput", "fanout", "backlog", "scaling", "postgres")
 
 # Targets the figures are compared with (printed, never asserted).
 CALLER_RATIO_MAX = 1 / 3
@@ -100,6 +100,12 @@ def run(plan: Plan, sections: tuple[str, ...]) -> dict[str, Any]:
             list(plan.destination_counts),
             1 if plan.repeat == 1 else 3,
         )
+    if "postgres" in sections:
+        from bench import postgres  # noqa: PLC0415  (psycopg and a server: only when asked)
+
+        print(f"\nPostgreSQL outbox and workers ({postgres.URL.rsplit('@', 1)[-1]})")
+        results["postgres"] = postgres.run(plan.repeat == 1 and plan.caller_events < 20_000,
+                                           plan.repeat)  # fmt: skip
     return results
 
 
@@ -144,6 +150,14 @@ def summary(results: dict[str, Any]) -> list[str]:
             f"dropped {r['dropped']:,} (target < {BACKLOG_PEAK_MAX_MB:g} MB and 0: "
             f"{_verdict(met)});  Segment SDK dropped {b['segment']['dropped']:,}, "
             f"PostHog SDK dropped {b['posthog']['dropped']:,}"
+        )
+    if "postgres" in results:
+        p = results["postgres"]
+        ratios = "  ".join(f"{n}: {r:.2f}" for n, r in p["scaling"]["ratio"].items())
+        lines.append(
+            f"  postgres         send {p['caller']['send_us']:.0f} µs, in a transaction "
+            f"+{p['caller']['in_transaction_added_us']:.0f} µs; one worker "
+            f"{p['one_worker_deliveries_per_s']:,.0f} deliveries/s; scaling ratios {ratios}"
         )
     return lines
 

@@ -11,6 +11,8 @@ delivery. All of them are ``RouterError``; catching it catches every expected fa
     │   └── (each plugin's own, e.g. SegmentAPIError, PostHogAPIError)
     ├── TransformError                    a transform raised or made an invalid event
     ├── OutboxFullError                   the outbox reached max_events / max_bytes
+    ├── DeliveryDisabledError (RuntimeError)  flush() where [queue] deliver = false
+    ├── TransactionalSendError (ValueError)   send(connection=...) cannot use that transaction
     ├── OutboxUnavailableError            the SQLite outbox's file cannot be used
     │   └── OutboxDiskFullError           the disk holding it is full
     └── (each outbox engine's own, defined with the engine: PostgresOutboxError,
@@ -29,6 +31,7 @@ from router_core.secrets import redact
 
 __all__ = [
     "ConfigError",
+    "DeliveryDisabledError",
     "DeliveryError",
     "InvalidEventError",
     "JobInputError",
@@ -38,6 +41,7 @@ __all__ = [
     "PluginLoadError",
     "RouterClosedError",
     "RouterError",
+    "TransactionalSendError",
     "TransformError",
 ]
 
@@ -160,6 +164,17 @@ class OutboxDiskFullError(OutboxUnavailableError):
     The event was not accepted; everything accepted before stays stored and is still
     delivered. ``send()`` accepts events again by itself once there is room.
     """
+
+
+class DeliveryDisabledError(RouterError, RuntimeError):
+    """``flush()`` in a process with ``[queue] deliver = false``: it only enqueues, and
+    cannot wait for delivery done by ``event-router worker`` processes."""
+
+
+class TransactionalSendError(RouterError, ValueError):
+    """``send(event, connection=...)`` cannot write the event in that transaction: the
+    outbox is not PostgreSQL, the connection is not one it can use, or it is to another
+    database. Nothing was written."""
 
 
 class TransformError(RouterError):

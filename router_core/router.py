@@ -19,7 +19,7 @@ import httpx
 from router_core.batch import Progress, deliver_many, parse_many
 from router_core.config import CONSENT_MISSING, RouterConfig
 from router_core.destination import Destination
-from router_core.errors import ConfigError, RouterClosedError
+from router_core.errors import ConfigError, RouterClosedError, TransactionalSendError
 from router_core.events import Event
 from router_core.http import USER_AGENT
 from router_core.logs import configure_from_settings, get_logger
@@ -208,7 +208,9 @@ class Router(EventShortcuts):
 
     # -- sending ------------------------------------------------------------------------------
 
-    def send(self, event: Event | Mapping[str, Any]) -> SendReport:
+    def send(
+        self, event: Event | Mapping[str, Any], *, connection: object | None = None
+    ) -> SendReport:
         """Send ``event`` to every enabled destination routing selects; wait for results.
 
         Raises ``InvalidEventError`` (before any request) when the event is not valid.
@@ -216,10 +218,17 @@ class Router(EventShortcuts):
         In queued mode it returns as soon as the event is recorded in the outbox, with
         ``queued=True``, empty ``results`` and ``ok`` true; it raises ``OutboxFullError`` when
         the outbox has no room (see ``[queue] when_full``).
+
+        ``connection`` (a psycopg 3 connection, or a SQLAlchemy ``Connection``/``Session``, in
+        an open transaction) writes the event inside that transaction: it is delivered only
+        if the transaction commits, never before. Needs a PostgreSQL outbox in the same
+        database (``TransactionalSendError`` otherwise); see docs/scaling.md.
         """
         parsed = self._accept(event)
         if self._disabled:
             return self._disabled_report(parsed)
+        if connection is not None:
+            return self._enqueue(self._transactional(), parsed, connection)
         if self._queue is not None:
             return self._enqueue(self._queue, parsed)
         try:
@@ -227,11 +236,19 @@ class Router(EventShortcuts):
         except concurrent.futures.CancelledError:
             raise _closed_while_sending() from None
 
-    async def asend(self, event: Event | Mapping[str, Any]) -> SendReport:
-        """``send()`` for asyncio code: awaits the results without blocking the caller's loop."""
+    async def asend(
+        self, event: Event | Mapping[str, Any], *, connection: object | None = None
+    ) -> SendReport:
+        """``send()`` for asyncio code: awaits the results without blocking the caller's loop.
+
+        With ``connection`` (see ``send()``) the write runs on the caller's thread: a
+        connection is not to be used from two threads at once, and it is one short statement.
+        """
         parsed = self._accept(event)
         if self._disabled:
             return self._disabled_report(parsed)
+        if connection is not None:
+            return self._enqueue(self._transactional(), parsed, connection)
         if self._queue is not None:
             # Writing to disk (and waiting for room) happens off the caller's loop.
             return await asyncio.to_thread(self._enqueue, self._queue, parsed)
@@ -313,10 +330,20 @@ class Router(EventShortcuts):
                 self._observers.failed(report.message_id, result)
         return reports
 
-    def _enqueue(self, queue: QueuedDelivery, event: Event) -> SendReport:
+    def _transactional(self) -> QueuedDelivery:
+        if self._queue is None:
+            raise TransactionalSendError(
+                "send(connection=...) needs queued delivery with a PostgreSQL outbox "
+                '([queue] url = "postgresql://..."); this router delivers directly'
+            )
+        return self._queue
+
+    def _enqueue(
+        self, queue: QueuedDelivery, event: Event, connection: object | None = None
+    ) -> SendReport:
         # Transforms run at delivery, in the worker: the outbox stores the event once.
         chosen, skipped = self._routing.route(event)
-        queue.enqueue(event, chosen)
+        queue.enqueue(event, chosen, connection)
         return SendReport(
             message_id=event.message_id,
             results={},

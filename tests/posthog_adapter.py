@@ -326,14 +326,13 @@ class RouterAdapter:
 
     def _batches_directly(self) -> bool:
         """Direct mode batches only through ``Router.send_many`` (one request per chunk)."""
-        return self._flush_at > 1 and hasattr(Router, "send_many")
+        return self._flush_at > 1
 
     def _send_buffered(self, router: Router) -> None:
         with self._lock:
             events, self._buffer = self._buffer, []
         if events:
-            reports = router.send_many(events)  # type: ignore[attr-defined]
-            for report in reports:
+            for report in router.send_many(events).reports:
                 self._record(report.results.values(), 1)
 
     def _record(self, results: Any, count: int) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import click
 
-from router_core.cli import config, outbox, plugins, preview, run, sandbox, scaffold, send
+from router_core.cli import config, outbox, plugins, preview, run, sandbox, scaffold, send, worker
 from router_core.cli.errors import EXIT_OK, RouterGroup
 from router_core.cli.options import plugin_registry, setup_logging
 from router_core.http import LIBRARY_VERSION
@@ -70,3 +70,4 @@ main.add_command(sandbox.sandbox)
 main.add_command(sandbox.demo)
 main.add_command(outbox.outbox)
 main.add_command(scaffold.new_plugin)
+main.add_command(worker.worker)

@@ -3,6 +3,7 @@ and create or upgrade a PostgreSQL outbox's schema (``migrate``)."""
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from rich.text import Text
 from router_core.cli.errors import EXIT_FAILED, EXIT_OK, BadInput, CommandGroup
 from router_core.cli.options import config_option, json_option, plugin_registry
 from router_core.cli.output import console, print_json
-from router_core.config import RouterConfig
+from router_core.config import RouterConfig, interpolate
 from router_core.dburl import mask_url
 from router_core.outbox import STATES, Outbox, OutboxStats, QueueSettings, SQLiteOutbox
 from router_core.outbox.filecheck import check_location
@@ -25,6 +26,7 @@ from router_core.router import Router
 __all__ = ["outbox"]
 
 _POLL_S = 0.2
+_COPY_CHUNK = 1000  # events per transaction when copying an outbox
 
 _config = config_option("The router config whose [queue] names the outbox.")
 
@@ -106,6 +108,8 @@ def status(config_path: str, as_json: bool) -> int:
     if stats.dead_tuples:
         listed = ", ".join(f"{table} {count:,}" for table, count in stats.dead_tuples.items())
         out.print(f"dead tuples (row versions VACUUM has yet to reclaim): {listed}")
+    if stats.workers:
+        out.print(_workers_table(stats))
     dead = stats.total("dead")
     if dead:
         out.print(
@@ -251,6 +255,69 @@ def migrate(config_path: str, as_json: bool) -> int:
     return EXIT_OK
 
 
+@outbox.command()
+@config_option()
+@click.option(
+    "--to",
+    "target_url",
+    required=True,
+    metavar="URL",
+    help="The PostgreSQL outbox to copy into: postgresql://... (${VAR} is expanded).",
+)
+@click.option(
+    "--schema",
+    "target_schema",
+    default=None,
+    help="The target's schema (default: the config's [queue] schema).",
+)
+@json_option
+def copy(config_path: str, target_url: str, target_schema: str | None, as_json: bool) -> int:
+    """Copy every pending and dead row of this outbox into a PostgreSQL one (SQLite to
+    PostgreSQL without losing queued events). Stop the senders and workers first."""
+    _, settings = _settings(config_path)
+    missing: list[str] = []
+    url = str(interpolate(target_url, os.environ, "--to", missing))
+    if missing:
+        raise BadInput("; ".join(missing))
+    target_settings = QueueSettings.model_validate(
+        {"url": url, "schema": target_schema or settings.schema_name}
+    )
+    if target_settings.backend != "postgres":
+        raise BadInput(
+            f"--to must be a postgresql:// URL (the outbox to copy into); got {mask_url(url)}"
+        )
+    source = _existing(settings)
+    if source is None:
+        raise BadInput(f"no outbox at {_location(settings)}: nothing to copy")
+    from router_core.outbox.postgres import PostgresOutbox  # noqa: PLC0415
+
+    try:
+        target = PostgresOutbox(url, schema=target_settings.schema_name)
+        try:
+            if target.high_water() and target.stats(time.time()).events:
+                raise BadInput(
+                    f"the outbox {target.location} already holds events: copy into an empty "
+                    "one, so that nothing is copied twice"
+                )
+            copied = after = 0
+            while batch := source.export(after, _COPY_CHUNK):
+                copied += target.import_events(batch)
+                after = batch[-1].id
+        finally:
+            target.close()
+    finally:
+        source.close()
+    if as_json:
+        print_json({"copied": copied, "from": _location(settings), "to": target.location})
+    else:
+        console().print(
+            f"copied {copied:,} event(s) with their pending and dead rows from "
+            f"{_location(settings)} to {target.location}; once workers deliver from it, "
+            "purge the old one (event-router outbox purge)"
+        )
+    return EXIT_OK
+
+
 def _confirm(question: str) -> bool:
     try:
         return click.confirm(question, default=False)
@@ -270,6 +337,20 @@ def _stats_json(location: str, exists: bool, stats: OutboxStats) -> dict[str, An
         "bytes": stats.bytes,
         "oldest_pending": stats.oldest_pending,
         "dead_tuples": dict(stats.dead_tuples),
+        "workers": [
+            {
+                "id": w.id,
+                "host": w.host,
+                "pid": w.pid,
+                "destinations": list(w.destinations),
+                "started": w.started,
+                "last_seen": w.last_seen,
+                "delivered": w.delivered,
+                "failed": w.failed,
+                "stopped": w.stopped,
+            }
+            for w in stats.workers
+        ],
     }
 
 
@@ -287,6 +368,23 @@ def _stats_table(location: str, stats: OutboxStats) -> Table:
         table.add_row(*cells)
     if not stats.counts:
         table.add_row("(empty)", *["0"] * len(STATES))
+    return table
+
+
+def _workers_table(stats: OutboxStats) -> Table:
+    table = Table(title="workers (heartbeats)", title_justify="left", title_style="bold")
+    for column in ("worker", "destinations", "started", "last seen", "delivered", "failed"):
+        table.add_column(column, justify="right" if column in ("delivered", "failed") else "left")
+    for w in stats.workers:
+        seen = "stopped" if w.stopped else f"{_age(w.last_seen)} ago"
+        table.add_row(
+            f"{w.host} pid {w.pid}",
+            ", ".join(w.destinations),
+            f"{_age(w.started)} ago",
+            Text(seen, style="dim" if w.stopped else ""),
+            f"{w.delivered:,}",
+            Text(f"{w.failed:,}", style="yellow" if w.failed else ""),
+        )
     return table
 
 

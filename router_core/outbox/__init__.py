@@ -6,9 +6,11 @@ docs/delivery.md.
 """
 
 from router_core.errors import (
+    DeliveryDisabledError,
     OutboxDiskFullError,
     OutboxFullError,
     OutboxUnavailableError,
+    TransactionalSendError,
 )
 from router_core.outbox.backends import OutboxBackend
 from router_core.outbox.memory import MemoryOutbox
@@ -21,6 +23,7 @@ __all__ = [
     "DEFAULT_OUTBOX_PATH",
     "STATES",
     "ClaimedRow",
+    "DeliveryDisabledError",
     "MemoryOutbox",
     "Outbox",
     "OutboxBackend",
@@ -32,5 +35,6 @@ __all__ = [
     "QueueSettings",
     "QueuedDelivery",
     "SQLiteOutbox",
+    "TransactionalSendError",
     "open_outbox",
 ]

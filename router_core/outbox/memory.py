@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from router_core.limits import BatchLimits
-from router_core.outbox.store import ClaimedRow, OutboxStats, plan_batch
+from router_core.outbox.store import (
+    ClaimedRow,
+    OutboxStats,
+    StoredEvent,
+    WorkerInfo,
+    plan_batch,
+)
 
 __all__ = ["MemoryOutbox"]
 
@@ -97,12 +103,23 @@ class MemoryOutbox:
         lease_until: float,
         schedule_horizon: float | None = None,
         lease_horizon: float | None = None,
+        max_in_flight: int | None = None,
     ) -> list[ClaimedRow]:
         limit = max(1, min(batch_size, limits.max_events))
         # Past the horizons: written before the wall clock stepped back.
         scheduled_by = math.inf if schedule_horizon is None else schedule_horizon
         leased_by = math.inf if lease_horizon is None else lease_horizon
         with self._lock:
+            if max_in_flight is not None:
+                live = {
+                    row.token
+                    for row in self._rows.get(destination, {}).values()
+                    if row.token is not None
+                    and row.claimed_until is not None
+                    and now < row.claimed_until <= leased_by
+                }
+                if len(live) >= max_in_flight:
+                    return []
             candidates: list[tuple[int, _Row]] = []
             for event_id, row in self._rows.get(destination, {}).items():
                 if (
@@ -288,6 +305,26 @@ class MemoryOutbox:
                     self._drop_ref(event_id)
                 removed += len(doomed)
         return removed
+
+    def export(self, after: int, limit: int) -> list[StoredEvent]:
+        with self._lock:
+            ids = sorted(i for i in self._events if i > after)[:limit]
+            return [
+                StoredEvent(
+                    i,
+                    self._events[i].message_id,
+                    self._events[i].payload,
+                    tuple(
+                        (name, row.state, row.attempts, row.last_error, row.last_status)
+                        for name, rows in sorted(self._rows.items())
+                        if (row := rows.get(i)) is not None
+                    ),
+                )
+                for i in ids
+            ]
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Nothing kept: only this process can use a memory outbox."""
 
     def checkpoint(self) -> None:
         """Nothing to do in memory."""

@@ -18,12 +18,17 @@ import time
 import weakref
 from collections.abc import Sequence
 
-from router_core.errors import OutboxFullError, RouterError
+from router_core.errors import (
+    DeliveryDisabledError,
+    OutboxFullError,
+    RouterError,
+    TransactionalSendError,
+)
 from router_core.events import Event
 from router_core.logs import get_logger
 from router_core.outbox.backends import get_backend
 from router_core.outbox.recent import RecentEvents
-from router_core.outbox.store import Outbox
+from router_core.outbox.store import Outbox, TransactionalOutbox
 from router_core.outbox.worker import DestinationWorker
 from router_core.results import FlushResult
 from router_core.runtime import LoopThread
@@ -59,8 +64,14 @@ class QueuedDelivery:
         targets: TargetSource,
         destinations: Sequence[str],
         outbox: Outbox | None = None,
+        tasks_per_destination: int = 1,
     ) -> None:
         self.settings = settings
+        # Batches this process delivers at once per destination (`event-router worker
+        # --concurrency`); each task claims batches of its own.
+        self._tasks = max(1, tasks_per_destination)
+        self._delivery_stopped = False
+        self._retired: list[DestinationWorker] = []
         self._max_bytes = settings.byte_limit
         self.outbox: Outbox = outbox if outbox is not None else open_outbox(settings)
         self._runtime = runtime
@@ -83,9 +94,15 @@ class QueuedDelivery:
     # -- workers ------------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers in this process (idempotent; again in a forked child)."""
+        """Start the workers in this process (idempotent; again in a forked child).
+
+        With ``[queue] deliver = false`` none start: this process only enqueues.
+        """
         pid = os.getpid()
-        if self._started_pid == pid or self._closed:
+        if self._started_pid == pid or self._closed or self._delivery_stopped:
+            return
+        if not self.settings.deliver:
+            self._started_pid = pid
             return
         with self._start_lock:
             if self._started_pid == pid or self._closed:
@@ -97,21 +114,22 @@ class QueuedDelivery:
         self._workers = {}
         for target in self._targets():
             destination = target.destination
-            worker = DestinationWorker(
-                outbox=self.outbox,
-                plugin=target.plugin,
-                destination=destination,
-                transforms=target.transforms,
-                observers=target.observers,
-                settings=self.settings,
-                recent=self._recent,
-                is_flushing=lambda: self._flushing > 0,
-                on_progress=self._notify_progress,
-            )
-            worker.task = asyncio.create_task(
-                worker.run(), name=f"event-router-outbox-{destination.name}"
-            )
-            self._workers[destination.name] = worker
+            for copy in range(self._tasks):
+                worker = DestinationWorker(
+                    outbox=self.outbox,
+                    plugin=target.plugin,
+                    destination=destination,
+                    transforms=target.transforms,
+                    observers=target.observers,
+                    settings=self.settings,
+                    recent=self._recent,
+                    is_flushing=lambda: self._flushing > 0,
+                    on_progress=self._notify_progress,
+                )
+                # The first task of a destination takes send()'s hints; the others poll.
+                key = destination.name if copy == 0 else f"{destination.name}#{copy}"
+                worker.task = asyncio.create_task(worker.run(), name=f"event-router-outbox-{key}")
+                self._workers[key] = worker
         interval = self.outbox.housekeeping_interval
         if interval is not None:
             self._housekeeper = asyncio.create_task(
@@ -141,12 +159,19 @@ class QueuedDelivery:
 
     # -- accepting events ---------------------------------------------------------------------
 
-    def enqueue(self, event: Event, destinations: Sequence[str]) -> None:
+    def enqueue(
+        self, event: Event, destinations: Sequence[str], connection: object | None = None
+    ) -> None:
         """Record ``event`` for ``destinations``; return once it is stored.
 
         Raises ``OutboxFullError`` when there is no room (at once with ``when_full =
-        "refuse"``, after ``block_timeout`` with ``"block"``).
+        "refuse"``, after ``block_timeout`` with ``"block"``). With ``connection`` (an app's
+        open PostgreSQL transaction) the event is written in that transaction instead: see
+        ``enqueue_in_transaction``.
         """
+        if connection is not None:
+            self.enqueue_in_transaction(event, destinations, connection)
+            return
         if not destinations:
             return
         if self._started_pid is None:  # first use in this process (a fork resets it)
@@ -187,10 +212,79 @@ class QueuedDelivery:
             if worker is not None:
                 worker.hint()
 
+    def enqueue_in_transaction(
+        self, event: Event, destinations: Sequence[str], connection: object
+    ) -> None:
+        """Write ``event`` in the caller's open transaction on ``connection``: delivered once
+        that transaction commits, never if it rolls back. Needs the PostgreSQL outbox.
+
+        A full outbox raises ``OutboxFullError`` at once, whatever ``when_full`` says:
+        waiting would keep the caller's transaction (and its locks) open.
+        """
+        outbox = self.outbox
+        if not isinstance(outbox, TransactionalOutbox):
+            raise TransactionalSendError(
+                f"send(connection=...) writes the event in the app's PostgreSQL transaction; "
+                f"this router's outbox is {self.settings.backend} ({outbox.location}). "
+                'Set [queue] url = "postgresql://..." to the database the app writes to'
+            )
+        if self._started_pid is None:
+            self.start()
+        payload = event.model_dump_json()
+        full = outbox.enqueue_in(
+            connection,
+            event.message_id,
+            payload,
+            destinations,
+            max_events=self.settings.max_events,
+            max_bytes=self._max_bytes,
+        )
+        if full is not None:
+            raise _full_error(full, self.settings.model_copy(update={"when_full": "refuse"}),
+                              self.outbox.location)  # fmt: skip
+        # Not in RecentEvents and no hint: the rows are invisible to the workers until the
+        # app commits, which may be long after this returns; they poll for them.
+
+    def deliver_here(self, tasks_per_destination: int = 1) -> None:
+        """Start delivering in this process even if ``[queue] deliver = false`` said not to,
+        with ``tasks_per_destination`` batches at once per destination (what
+        ``event-router worker`` runs: its router is built not to start, then this starts it)."""
+        self.settings = self.settings.model_copy(update={"deliver": True})
+        self._tasks = max(1, tasks_per_destination)
+        self._started_pid = None
+        self.start()
+
+    def worker_counts(self) -> tuple[int, int]:
+        """Rows this process's workers delivered and failed so far (``event-router worker``)."""
+        workers = [*self._workers.values(), *self._retired]
+        return sum(w.delivered for w in workers), sum(w.failed for w in workers)
+
+    def stop_delivery(self, grace: float) -> None:
+        """Stop claiming; let batches in flight finish for up to ``grace`` seconds, then
+        cancel them (their rows are released for another worker). No drain of the outbox:
+        what ``event-router worker`` does on SIGTERM. ``close()`` afterwards closes the rest."""
+        if self._started_pid != os.getpid() or self._closed:
+            return
+        self._retired = list(self._workers.values())  # their counts stay readable
+        with contextlib.suppress(RuntimeError, TimeoutError):
+            self._runtime.run(self._stop_workers(grace), timeout=grace + _STOP_GRACE_S)
+        self._started_pid = None
+        self._delivery_stopped = True  # start() must not bring them back
+
     # -- flushing and closing -----------------------------------------------------------------
 
     def flush(self, timeout: float | None = None) -> FlushResult:
-        """Wait until every event accepted so far is delivered or dead, or ``timeout`` passes."""
+        """Wait until every event accepted so far is delivered or dead, or ``timeout`` passes.
+
+        With ``[queue] deliver = false`` it raises ``DeliveryDisabledError`` at once: this
+        process delivers nothing, so it cannot wait for delivery.
+        """
+        if not self.settings.deliver:
+            raise DeliveryDisabledError(
+                "flush() cannot wait for delivery: [queue] deliver = false, so this process "
+                "only enqueues and `event-router worker` processes deliver. Watch "
+                "`event-router outbox status` instead"
+            )
         if self._runtime.in_loop_thread():
             raise RuntimeError("flush() called from the router's own event loop (a plugin?)")
         self.start()
@@ -240,7 +334,7 @@ class QueuedDelivery:
         budget = self.settings.close_timeout if timeout is None else timeout
         deadline = time.monotonic() + budget
         result: FlushResult | None = None
-        if self._started_pid == os.getpid():
+        if self._started_pid == os.getpid() and self.settings.deliver:
             try:
                 result = self.flush(budget)
             except RouterError as exc:  # the outbox file is unusable: close all the same

@@ -49,7 +49,14 @@ from router_core.errors import OutboxDiskFullError, OutboxUnavailableError
 from router_core.limits import BatchLimits
 from router_core.logs import get_logger
 from router_core.outbox.filecheck import check_location, explain, identity, room
-from router_core.outbox.store import ClaimedRow, ForkLocks, OutboxStats, plan_batch
+from router_core.outbox.store import (
+    ClaimedRow,
+    ForkLocks,
+    OutboxStats,
+    StoredEvent,
+    WorkerInfo,
+    plan_batch,
+)
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteOutbox"]
 
@@ -506,6 +513,7 @@ class SQLiteOutbox:
         lease_until: float,
         schedule_horizon: float | None = None,
         lease_horizon: float | None = None,
+        max_in_flight: int | None = None,
     ) -> list[ClaimedRow]:
         limit = max(1, min(batch_size, limits.max_events))
         scheduled_by = math.inf if schedule_horizon is None else schedule_horizon
@@ -513,6 +521,13 @@ class SQLiteOutbox:
         while True:
             with self._write() as conn:
                 more = self._route(conn)
+                # The batches in flight: distinct live tokens, counted in this write
+                # transaction (BEGIN IMMEDIATE), so no other claimer counts at the same time.
+                if (
+                    max_in_flight is not None
+                    and self._in_flight(conn, destination, now, leased_by) >= max_in_flight
+                ):
+                    return []
                 # Walk this destination's pending rows in order; dead rows are never seen.
                 # The payloads come along: nearly always every row read is claimed.
                 candidates = conn.execute(
@@ -539,6 +554,16 @@ class SQLiteOutbox:
                         (token, lease_until, destination, *chunk),
                     )
             return [ClaimedRow(*row) for row in taken]
+
+    @staticmethod
+    def _in_flight(conn: sqlite3.Connection, destination: str, now: float, leased_by: float) -> int:
+        row = conn.execute(
+            "SELECT count(DISTINCT claim_token) FROM deliveries"
+            " WHERE destination = ? AND state = 'pending' AND claim_token IS NOT NULL"
+            " AND claimed_until > ? AND claimed_until <= ?",
+            (destination, now, leased_by),
+        ).fetchone()
+        return int(row[0]) if row is not None else 0
 
     def extend(self, destination: str, token: str, lease_until: float) -> None:
         with self._write() as conn:
@@ -752,6 +777,30 @@ class SQLiteOutbox:
         return removed
 
     # -- lifecycle ----------------------------------------------------------------------------
+
+    def export(self, after: int, limit: int) -> list[StoredEvent]:
+        while True:  # every event gets its rows first
+            with self._write() as conn:
+                if not self._route(conn):
+                    break
+        with self._write() as conn:
+            events = conn.execute(
+                "SELECT id, message_id, payload FROM events WHERE id > ? ORDER BY id LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            if not events:
+                return []
+            rows: dict[int, list[tuple[str, str, int, str | None, int | None]]] = {}
+            for event_id, *row in conn.execute(
+                "SELECT event_id, destination, state, attempts, last_error, last_status"
+                " FROM deliveries WHERE event_id > ? AND event_id <= ? ORDER BY destination",
+                (after, events[-1][0]),
+            ):
+                rows.setdefault(event_id, []).append(tuple(row))
+        return [StoredEvent(i, m, p, tuple(rows.get(i, ()))) for i, m, p in events]
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Nothing kept: a SQLite outbox serves the processes of one machine."""
 
     def checkpoint(self) -> None:
         """Copy what the write-ahead log holds into the database file (``PASSIVE``: it never

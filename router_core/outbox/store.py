@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from router_core.limits import BatchLimits
 
@@ -27,6 +27,8 @@ __all__ = [
     "ForkLocks",
     "Outbox",
     "OutboxStats",
+    "StoredEvent",
+    "WorkerInfo",
     "estimate_bytes",
     "plan_batch",
 ]
@@ -84,6 +86,40 @@ class ClaimedRow:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One stored event with its undelivered rows, for copying an outbox into another.
+
+    ``rows`` holds ``(destination, state, attempts, last_error, last_status)`` for each row
+    still pending or dead (``state`` is ``"pending"`` or ``"dead"``).
+    """
+
+    id: int
+    message_id: str
+    payload: str
+    rows: tuple[tuple[str, str, int, str | None, int | None], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerInfo:
+    """One ``event-router worker`` process, as its heartbeats record it.
+
+    ``delivered`` and ``failed`` count rows (one event to one destination) since it started;
+    ``started`` and ``last_seen`` are Unix seconds (the database's clock where it has one).
+    ``stopped`` is set by the worker's last heartbeat, as it exits cleanly.
+    """
+
+    id: str
+    host: str
+    pid: int
+    destinations: tuple[str, ...]
+    started: float = 0.0
+    last_seen: float = 0.0
+    delivered: int = 0
+    failed: int = 0
+    stopped: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxStats:
     """What ``event-router outbox status`` shows.
 
@@ -100,6 +136,8 @@ class OutboxStats:
     bytes: int = 0
     oldest_pending: float | None = None
     dead_tuples: Mapping[str, int] = field(default_factory=dict)
+    workers: tuple[WorkerInfo, ...] = ()
+    """Worker processes that sent heartbeats (PostgreSQL; empty elsewhere)."""
 
     def total(self, state: str) -> int:
         return sum(c.get(state, 0) for c in self.counts.values())
@@ -179,8 +217,13 @@ class Outbox(Protocol):
         lease_until: float,
         schedule_horizon: float | None = None,
         lease_horizon: float | None = None,
+        max_in_flight: int | None = None,
     ) -> list[ClaimedRow]:
         """Claim the oldest due rows of ``destination`` that fit one request (``plan_batch``).
+
+        With ``max_in_flight``, claim nothing (return ``[]``) while that many batches of
+        ``destination`` are held under live (unexpired) claims by anyone sharing the outbox;
+        a batch counts from its claim until ``release`` (or its lease runs out).
 
         A row is due when ``next_attempt_at <= now`` and free when it has no claim or
         ``claimed_until <= now``. Stored times later than the horizons (``now`` plus the
@@ -257,6 +300,17 @@ class Outbox(Protocol):
         """Delete rows (only dead ones with ``dead_only``); return how many rows went."""
         ...
 
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Record that ``worker`` is alive with these counts (``event-router worker`` calls it
+        every few seconds, and once with ``stopped`` as it exits); ``stats()`` reports them.
+        Backends that cannot be shared between machines may keep nothing."""
+        ...
+
+    def export(self, after: int, limit: int) -> list[StoredEvent]:
+        """Up to ``limit`` stored events with id above ``after``, in id order, each with its
+        pending and dead rows (``event-router outbox copy`` pages through them)."""
+        ...
+
     # -- housekeeping ---------------------------------------------------------------------------
 
     def checkpoint(self) -> None:
@@ -325,3 +379,24 @@ class ForkLocks:
 
     def forget(self) -> None:
         self._held = []
+
+
+@runtime_checkable
+class TransactionalOutbox(Protocol):
+    """An engine that can also write an event inside the application's own transaction
+    (``router.send(event, connection=conn)``): the PostgreSQL outbox."""
+
+    def enqueue_in(
+        self,
+        connection: object,
+        message_id: str,
+        payload: str,
+        destinations: Sequence[str],
+        *,
+        max_events: int | None,
+        max_bytes: int | None,
+    ) -> tuple[str, int, int] | None:
+        """``enqueue()`` inside the caller's open transaction on ``connection``: the event
+        becomes claimable when that transaction commits, and is gone if it rolls back.
+        Returns what ``enqueue()`` returns."""
+        ...

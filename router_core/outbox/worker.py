@@ -128,6 +128,9 @@ class DestinationWorker:
         self._failures = 0
         self._token: str | None = None
         self._lease_until = 0.0  # monotonic: when the current claim's lease runs out
+        self._max_in_flight = destination.routing.max_in_flight
+        self.delivered = 0  # rows acknowledged by this worker
+        self.failed = 0  # rows whose attempt failed (rescheduled or dead-lettered)
         self.task: asyncio.Task[None] | None = None
 
     # -- called from any thread ---------------------------------------------------------------
@@ -211,6 +214,7 @@ class DestinationWorker:
             lease_until=now + self._lease,
             schedule_horizon=now + self._longest_delay + _HORIZON_SLACK_S,
             lease_horizon=now + self._lease + _HORIZON_SLACK_S,
+            max_in_flight=self._max_in_flight,
         )
         full = self._full(rows)
         with self._hint_lock:
@@ -223,6 +227,7 @@ class DestinationWorker:
         if not rows:
             return
         self._token, self._lease_until = token, claimed_at + self._lease
+        delivered, failed = self.delivered, self.failed
         # Rows not settled (a transient failure stopped the round, or cancellation) go back at
         # once rather than when the lease runs out.
         try:
@@ -239,6 +244,13 @@ class DestinationWorker:
         self._token = None
         self._outbox.release(self.name, token)
         self._on_progress()
+        self._log.debug(
+            "outbox_batch",
+            events=len(rows),
+            delivered=self.delivered - delivered,
+            failed=self.failed - failed,
+            duration_ms=round((self.clock.monotonic() - claimed_at) * 1000, 1),
+        )
 
     def _full(self, rows: Sequence[ClaimedRow]) -> bool:
         if len(rows) >= self._batch_size:
@@ -384,6 +396,7 @@ class DestinationWorker:
     def _ack(self, rows: Sequence[ClaimedRow]) -> None:
         assert self._token is not None
         self._outbox.ack(self.name, self._token, [r.event_id for r in rows])
+        self.delivered += len(rows)
         self._failures = 0
         self._on_progress()
 
@@ -418,6 +431,7 @@ class DestinationWorker:
             )
         gone = {r.event_id for r in exhausted}
         waiting = [r.event_id for r in rows if r.event_id not in gone]
+        self.failed += len(waiting)
         if waiting:
             self._outbox.retry(
                 self.name,
@@ -446,6 +460,7 @@ class DestinationWorker:
             status_code=outcome.status_code,
             now=self.clock.wall(),
         )
+        self.failed += len(rows)
         self._log.error(
             "outbox_dead_letter",
             events=len(rows),

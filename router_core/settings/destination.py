@@ -66,6 +66,10 @@ class RoutingSettings(MaskedReprModel):
     timeout: float = Field(default=10.0, gt=0)
     retry: RetrySettings = Field(default_factory=RetrySettings)
     consent: tuple[str, ...] | None = None
+    max_in_flight: int | None = Field(default=None, ge=1, le=10_000)
+    """Queued delivery: at most this many batches of this destination in flight at once,
+    across every worker sharing the outbox (``None``: one per worker task). A rate-limited
+    vendor is then not hammered harder as workers are added."""
 
     @field_validator("events", "consent", mode="before")
     @classmethod

@@ -74,6 +74,9 @@ class QueueSettings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     enabled: bool = True
+    deliver: bool = True
+    """False: this process only enqueues (``event-router worker`` processes deliver); no
+    worker task starts in it and ``flush()`` raises ``DeliveryDisabledError``."""
     backend: str = "sqlite"
     path: Path = DEFAULT_OUTBOX_PATH
     url: DatabaseUrl | None = None

@@ -57,9 +57,10 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from router_core.dburl import mask_url, password_of
-from router_core.errors import RouterError
+from router_core.errors import RouterError, TransactionalSendError
 from router_core.limits import BatchLimits
 from router_core.logs import get_logger
+from router_core.outbox.postgres.connections import app_connection
 from router_core.outbox.postgres.schema import (
     SHARDS,
     MigrationResult,
@@ -67,7 +68,14 @@ from router_core.outbox.postgres.schema import (
     migrate,
     quoted,
 )
-from router_core.outbox.store import ClaimedRow, ForkLocks, OutboxStats, plan_batch
+from router_core.outbox.store import (
+    ClaimedRow,
+    ForkLocks,
+    OutboxStats,
+    StoredEvent,
+    WorkerInfo,
+    plan_batch,
+)
 from router_core.secrets import redact, register_secret
 from router_core.settings.queue import DEFAULT_SCHEMA
 
@@ -81,6 +89,7 @@ Conn = psycopg.Connection[tuple[Any, ...]]
 _CHUNK = 5000  # rows per transaction in replay and purge: short transactions, bounded locks
 _CONNECT_TIMEOUT_S = 10
 _APPLICATION_NAME = "event-router"
+_TX_TOTALS_S = 1.0  # how old the totals a transactional send is checked against may be
 
 # Pools inherited across fork() are never used or closed in the child (their sockets are the
 # parent's); keeping a reference stops the garbage collector from touching them.
@@ -122,8 +131,12 @@ class _Sql:
         self.lock_admitted = (
             f"SELECT shard, events, bytes FROM {s}.admitted ORDER BY shard FOR UPDATE"
         )
+        # Admissions made inside apps' transactions count as stored once they commit
+        # (subtracted here, as if removed, so the sums give what is stored).
         self.removed_totals = (
-            f"SELECT coalesce(sum(events), 0), coalesce(sum(bytes), 0), {shard} FROM {s}.removed"
+            "SELECT coalesce(sum(events), 0) - (SELECT coalesce(sum(events), 0)"
+            f" FROM {s}.admitted_tx), coalesce(sum(bytes), 0) - (SELECT coalesce(sum(bytes), 0)"
+            f" FROM {s}.admitted_tx), {shard} FROM {s}.removed"
         )
         self.enqueue_counted = (
             f"WITH event AS ({insert_event} RETURNING id), made AS ({insert_rows})"
@@ -141,9 +154,13 @@ class _Sql:
         )
         self.stored = (
             f"SELECT (SELECT sum(events) FROM {s}.admitted)"
+            f" + (SELECT coalesce(sum(events), 0) FROM {s}.admitted_tx)"
             f" - (SELECT sum(events) FROM {s}.removed),"
-            f" (SELECT sum(bytes) FROM {s}.admitted) - (SELECT sum(bytes) FROM {s}.removed)"
+            f" (SELECT sum(bytes) FROM {s}.admitted)"
+            f" + (SELECT coalesce(sum(bytes), 0) FROM {s}.admitted_tx)"
+            f" - (SELECT sum(bytes) FROM {s}.removed)"
         )
+        self._scaling(s, shard, insert_event, insert_rows)
 
         # The due rows first (locked, in order), then their events by primary key: joining
         # in one scan would walk the events table from its oldest (dead-lettered) rows.
@@ -243,7 +260,60 @@ class _Sql:
         )
         self.dead_tuples = (
             "SELECT relname::text, n_dead_tup FROM pg_stat_user_tables"
-            " WHERE schemaname = %(schema)s AND relname <> 'schema_version' ORDER BY relname"
+            " WHERE schemaname = %(schema)s AND relname IN"
+            " ('events', 'deliveries', 'admitted', 'removed', 'claims', 'admitted_tx')"
+            " ORDER BY relname"
+        )
+
+    def _scaling(self, s: str, shard: str, insert_event: str, insert_rows: str) -> None:
+        """The statements of many workers and of transactional sends (schema version 2)."""
+        # In the app's transaction: the event, its rows and an admission row of its own.
+        self.enqueue_in_tx = (
+            f"WITH event AS ({insert_event} RETURNING id), made AS ({insert_rows}),"
+            f" counted AS (INSERT INTO {s}.admitted_tx (events, bytes) VALUES (1, %(size)s))"
+            " SELECT id FROM event"
+        )
+        self.tx_check = f"SELECT current_database(), to_regclass('{s}.schema_version') IS NOT NULL"
+        # Committed admissions of transactions moved into one shard's counter.
+        self.fold = (
+            f"WITH gone AS (DELETE FROM {s}.admitted_tx RETURNING events, bytes)"
+            f" UPDATE {s}.admitted SET events = admitted.events + g.n, bytes = admitted.bytes + g.b"
+            " FROM (SELECT coalesce(sum(events), 0) AS n, coalesce(sum(bytes), 0) AS b FROM gone)"
+            f" AS g WHERE shard = {shard} AND g.n > 0"
+        )
+        self.database = "SELECT current_database()"
+
+        # max_in_flight: the batches a destination has in flight, counted under a lock of
+        # the destination's own (only claimers of capped destinations take it).
+        self.lock_destination = "SELECT pg_advisory_xact_lock(hashtextextended(%(key)s, 0))"
+        self.expire_claims = (
+            f"DELETE FROM {s}.claims WHERE destination = %(destination)s AND claimed_until <= now()"
+        )
+        self.count_claims = f"SELECT count(*) FROM {s}.claims WHERE destination = %(destination)s"
+        self.add_claim = (
+            f"INSERT INTO {s}.claims (destination, token, claimed_until)"
+            " VALUES (%(destination)s, %(token)s, now() + %(lease)s * interval '1 second')"
+        )
+        self.extend_claim = (
+            f"UPDATE {s}.claims SET claimed_until = now() + %(lease)s * interval '1 second'"
+            " WHERE destination = %(destination)s AND token = %(token)s"
+        )
+        self.drop_claim = (
+            f"DELETE FROM {s}.claims WHERE destination = %(destination)s AND token = %(token)s"
+        )
+
+        self.heartbeat = (
+            f"INSERT INTO {s}.workers AS w (id, host, pid, destinations, delivered, failed,"
+            " stopped) VALUES (%(id)s, %(host)s, %(pid)s, %(destinations)s, %(delivered)s,"
+            " %(failed)s, %(stopped)s) ON CONFLICT (id) DO UPDATE SET last_seen = now(),"
+            " delivered = excluded.delivered, failed = excluded.failed, stopped = excluded.stopped"
+        )
+        # Rows of workers gone for a day are of no use to anyone.
+        self.forget_workers = f"DELETE FROM {s}.workers WHERE last_seen < now() - interval '1 day'"
+        self.workers = (
+            "SELECT id, host, pid, destinations, extract(epoch FROM started_at)::float8,"
+            " extract(epoch FROM last_seen)::float8, delivered, failed, stopped"
+            f" FROM {s}.workers ORDER BY started_at, id"
         )
 
     def remove(self, delete_rows: str) -> str:
@@ -294,12 +364,17 @@ class PostgresOutbox:
         self._closed = False
         # token -> (destination, ids of the rows this process holds under it)
         self._held: dict[str, tuple[str, set[int]]] = {}
+        self._slots: set[str] = set()  # tokens whose batch holds a max_in_flight slot
         self._held_lock = threading.Lock()
         self._fork_locks = ForkLocks()
+        self._database: str | None = None  # current_database(), for transactional sends
+        self._tx_totals: tuple[int, int, float] | None = None  # stored events, bytes, when
         self.created: MigrationResult | None = None
         """Set when opening the outbox created its schema."""
         with self._errors("cannot open"), self._connect() as conn:
             self.created = check_schema(conn, schema, self._location, create=create)
+            row = conn.execute(self._sql.database).fetchone()
+            self._database = str(row[0]) if row is not None else None
 
     @property
     def location(self) -> str:
@@ -395,6 +470,185 @@ class PostgresOutbox:
 
         return self._run("cannot store the event", store)
 
+    def enqueue_in(
+        self,
+        connection: object,
+        message_id: str,
+        payload: str,
+        destinations: Sequence[str],
+        *,
+        max_events: int | None,
+        max_bytes: int | None,
+    ) -> tuple[str, int, int] | None:
+        """``enqueue()`` inside the caller's open transaction on ``connection`` (a psycopg 3
+        connection, or a SQLAlchemy ``Connection``/``Session`` on one): the event becomes
+        claimable when that transaction commits, and is gone if it rolls back.
+
+        The insert runs in a savepoint, so a failure here leaves the caller's transaction
+        usable. Admission is checked against the stored totals without locking anything (a
+        lock on a counter row would be held until the app commits, stalling every other
+        sender), read at most a second ago while far from the limits: transactions open at
+        the same time may together pass ``max_events`` or ``max_bytes`` by the events they
+        hold. Raises ``TransactionalSendError`` for a
+        connection it cannot use; returns like ``enqueue()``.
+        """
+        conn = self._app_connection(connection)
+        names = list(dict.fromkeys(destinations))
+        if not names:
+            return None
+        size = len(payload) if payload.isascii() else len(payload.encode())
+        params: dict[str, Any] = {
+            "message_id": message_id,
+            "payload": payload,
+            "size": size,
+            "destinations": names,
+        }
+        full = self._admits_tx(size, max_events, max_bytes)
+        if full is not None:
+            return full
+        with (
+            self._errors("cannot store the event in the caller's transaction"),
+            conn.transaction(),  # a savepoint inside the caller's transaction
+        ):
+            conn.execute(self._sql.enqueue_in_tx, params)
+        return None
+
+    def _admits_tx(
+        self, size: int, max_events: int | None, max_bytes: int | None
+    ) -> tuple[str, int, int] | None:
+        """The admission check of a transactional send: the stored totals, read on a
+        connection of our own (no lock, nothing of the caller's transaction), at most
+        ``_TX_TOTALS_S`` old while far from the limits, fresh near them."""
+        if max_events is None and max_bytes is None:
+            return None
+        cached = self._tx_totals
+        now = time.monotonic()
+        if cached is None or now - cached[2] > _TX_TOTALS_S or _near(cached, max_events, max_bytes):
+            row = self._run(
+                "cannot read the outbox", lambda c: c.execute(self._sql.stored).fetchone()
+            )
+            events, stored = (int(row[0] or 0), int(row[1] or 0)) if row else (0, 0)
+            cached = self._tx_totals = (events, stored, now)
+        events, stored, _ = cached
+        if max_events is not None and events + 1 > max_events:
+            return ("max_events", max_events, events)
+        if max_bytes is not None and stored + size > max_bytes:
+            return ("max_bytes", max_bytes, stored)
+        return None
+
+    def _app_connection(self, connection: object) -> Conn:
+        """The caller's psycopg connection, checked: in a transaction, on this database."""
+        conn = app_connection(connection)
+        status = conn.info.transaction_status
+        idle = psycopg.pq.TransactionStatus.IDLE
+        if status == idle and conn.autocommit:
+            raise TransactionalSendError(
+                "connection= is in autocommit mode with no transaction open: the event would "
+                "commit on its own. Open a transaction first (psycopg: `with conn.transaction():`"
+                "; Django: `with transaction.atomic():`; SQLAlchemy: `with engine.begin()`)"
+            )
+        if status not in (idle, psycopg.pq.TransactionStatus.INTRANS):
+            raise TransactionalSendError(
+                f"connection= cannot take the event: its transaction is {status.name.lower()}"
+                " (a failed transaction must be rolled back first)"
+            )
+        with self._errors("cannot use the caller's connection"):
+            # Outside the savepoint, and unable to fail: it starts the caller's transaction
+            # when their driver has not yet (psycopg starts one on the first statement).
+            row = conn.execute(self._sql.tx_check).fetchone()
+        database, has_schema = (row[0], bool(row[1])) if row is not None else (None, False)
+        if database != self._database:
+            raise TransactionalSendError(
+                f"connection= is to database {database!r}, but the outbox {self.location} is "
+                f"in database {self._database!r}: the event must be written where the "
+                "workers read"
+            )
+        if not has_schema:
+            raise TransactionalSendError(
+                f"connection= sees no outbox schema {self._schema!r} in database {database!r} "
+                "(another server with a database of the same name?): run "
+                "`event-router outbox migrate` against the server the app writes to"
+            )
+        return conn
+
+    def export(self, after: int, limit: int) -> list[StoredEvent]:
+        s = quoted(self._schema)
+
+        def read(conn: Conn) -> list[StoredEvent]:
+            with conn.transaction():
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                events = conn.execute(
+                    f"SELECT id, message_id, payload FROM {s}.events WHERE id > %s"
+                    " ORDER BY id LIMIT %s",
+                    (after, limit),
+                ).fetchall()
+                if not events:
+                    return []
+                rows: dict[int, list[tuple[str, str, int, str | None, int | None]]] = {}
+                for event_id, *row in conn.execute(
+                    "SELECT event_id, destination, state, attempts, last_error, last_status"
+                    f" FROM {s}.deliveries WHERE event_id > %s AND event_id <= %s"
+                    " ORDER BY destination",
+                    (after, events[-1][0]),
+                ):
+                    rows.setdefault(event_id, []).append(tuple(row))
+            return [StoredEvent(i, m, p, tuple(rows.get(i, ()))) for i, m, p in events]
+
+        return self._run("cannot read the outbox", read)
+
+    def import_events(self, events: Sequence[StoredEvent]) -> int:
+        """Store copies of ``events`` (from another outbox) with their rows' states and
+        attempts, in one transaction, counted like any other admission; returns how many.
+        Events with no rows left are skipped."""
+        s = quoted(self._schema)
+        wanted = [e for e in events if e.rows]
+
+        def store(conn: Conn) -> int:
+            with conn.transaction():
+                for event in wanted:
+                    names = [r[0] for r in event.rows]
+                    size = len(event.payload.encode())
+                    row = conn.execute(
+                        f"INSERT INTO {s}.events (message_id, payload, size, destinations)"
+                        " VALUES (%s, %s, %s, %s) RETURNING id",
+                        (event.message_id, event.payload, size, names),
+                    ).fetchone()
+                    assert row is not None
+                    with conn.cursor() as cur:
+                        cur.executemany(
+                            f"INSERT INTO {s}.deliveries (destination, event_id, state, attempts,"
+                            " last_error, last_status) VALUES (%s, %s, %s, %s, %s, %s)",
+                            [(r[0], row[0], *r[1:]) for r in event.rows],
+                        )
+                    conn.execute(
+                        f"INSERT INTO {s}.admitted_tx (events, bytes) VALUES (1, %s)", (size,)
+                    )
+                conn.execute(self._sql.fold)
+            return len(wanted)
+
+        return self._run("cannot copy events in", store)
+
+    def heartbeat(self, worker: WorkerInfo) -> None:
+        """Upsert the worker's row (the database's clock marks ``last_seen``), and forget
+        workers not seen for a day; folds transactional admissions into the counters too,
+        so their table stays small."""
+        params = {
+            "id": worker.id,
+            "host": worker.host,
+            "pid": worker.pid,
+            "destinations": list(worker.destinations),
+            "delivered": worker.delivered,
+            "failed": worker.failed,
+            "stopped": worker.stopped,
+        }
+
+        def beat(conn: Conn) -> None:
+            conn.execute(self._sql.heartbeat, params)
+            conn.execute(self._sql.forget_workers)
+            conn.execute(self._sql.fold)
+
+        self._run("cannot record the worker's heartbeat", beat)
+
     def _enqueue_counted(self, conn: Conn, params: dict[str, Any]) -> tuple[str, int, int] | None:
         """The slow path: count exactly with every shard locked, then admit or refuse."""
         max_events, max_bytes, size = params["max_events"], params["max_bytes"], params["size"]
@@ -415,6 +669,7 @@ class PostgresOutbox:
                 "share_events": _share(max_events, events + 1),
                 "share_bytes": _share(max_bytes, stored + size),
             }
+            conn.execute(self._sql.fold)  # every shard is locked already: before the quotas
             conn.execute(self._sql.rebalance, {**params, **shares, "mine": mine})
         return None
 
@@ -429,6 +684,7 @@ class PostgresOutbox:
         lease_until: float,
         schedule_horizon: float | None = None,
         lease_horizon: float | None = None,
+        max_in_flight: int | None = None,
     ) -> list[ClaimedRow]:
         limit = max(1, min(batch_size, limits.max_events))
         lease = max(lease_until - now, 0.0)  # a length: the lease runs on the server's clock
@@ -436,9 +692,18 @@ class PostgresOutbox:
             "schedule_window": None if schedule_horizon is None else schedule_horizon - now,
             "lease_window": None if lease_horizon is None else lease_horizon - now,
         }
+        slot = {"destination": destination, "token": token, "lease": lease}
 
         def take(conn: Conn) -> list[ClaimedRow]:
             with conn.transaction():
+                if max_in_flight is not None:
+                    # Claimers of this destination count its live batches one at a time.
+                    key = f"{self._schema}/{destination}"
+                    conn.execute(self._sql.lock_destination, {"key": key})
+                    conn.execute(self._sql.expire_claims, slot)
+                    row = conn.execute(self._sql.count_claims, slot).fetchone()
+                    if row is not None and row[0] >= max_in_flight:
+                        return []
                 candidates = conn.execute(
                     self._sql.claim, {"destination": destination, "limit": limit, **windows}
                 ).fetchall()
@@ -446,10 +711,9 @@ class PostgresOutbox:
                     return []
                 taken = candidates[: plan_batch([c[3] for c in candidates], limits, batch_size)]
                 ids = [c[0] for c in taken]
-                conn.execute(
-                    self._sql.take,
-                    {"token": token, "lease": lease, "destination": destination, "ids": ids},
-                )
+                conn.execute(self._sql.take, {**slot, "ids": ids})
+                if max_in_flight is not None:
+                    conn.execute(self._sql.add_claim, slot)
             return [ClaimedRow(*c) for c in taken]
 
         rows = self._run("cannot claim rows", take)
@@ -457,6 +721,8 @@ class PostgresOutbox:
             with self._held_lock:
                 _, held = self._held.setdefault(token, (destination, set()))
                 held.update(r.event_id for r in rows)
+                if max_in_flight is not None:
+                    self._slots.add(token)
         return rows
 
     def _holding(self, token: str) -> list[int] | None:
@@ -478,7 +744,16 @@ class PostgresOutbox:
             return
         params = {"destination": destination, "token": token, "lease": lease, "ids": ids}
         sql = self._sql.extend if ids is not None else self._sql.extend_by_token
-        self._run("cannot extend the lease", lambda conn: conn.execute(sql, params))
+        with self._held_lock:
+            slotted = token in self._slots or ids is None
+
+        def renew(conn: Conn) -> None:
+            with conn.transaction():
+                conn.execute(sql, params)
+                if slotted:
+                    conn.execute(self._sql.extend_claim, params)
+
+        self._run("cannot extend the lease", renew)
 
     def ack(self, destination: str, token: str, event_ids: Sequence[int]) -> None:
         ids = list(event_ids)
@@ -554,13 +829,24 @@ class PostgresOutbox:
     def release(self, destination: str, token: str) -> None:
         with self._held_lock:
             entry = self._held.pop(token, None)
-        if entry is not None and not entry[1]:
+            slotted = token in self._slots or entry is None
+            self._slots.discard(token)
+        rows_held = entry is None or bool(entry[1])
+        if not rows_held and not slotted:
             return  # every row was settled: nothing is held
         params: dict[str, Any] = {"destination": destination, "token": token}
         if entry is not None:
             params["ids"] = list(entry[1])
         sql = self._sql.release if entry is not None else self._sql.release_by_token
-        self._run("cannot release rows", lambda conn: conn.execute(sql, params))
+
+        def hand_back(conn: Conn) -> None:
+            with conn.transaction():
+                if rows_held:
+                    conn.execute(sql, params)
+                if slotted:  # the batch no longer counts against max_in_flight
+                    conn.execute(self._sql.drop_claim, params)
+
+        self._run("cannot release rows", hand_back)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -605,6 +891,7 @@ class PostgresOutbox:
                 totals = conn.execute(self._sql.stored).fetchone()
                 oldest = conn.execute(self._sql.oldest).fetchone()
                 dead = conn.execute(self._sql.dead_tuples, {"schema": self._schema}).fetchall()
+                workers = conn.execute(self._sql.workers).fetchall()
             counts: dict[str, dict[str, int]] = {}
             for destination, state, count in sorted(rows):
                 counts.setdefault(destination, {})[state] = int(count)
@@ -615,6 +902,20 @@ class PostgresOutbox:
                 bytes=int(stored or 0),
                 oldest_pending=float(oldest[0]) if oldest is not None else None,
                 dead_tuples={name: int(n) for name, n in dead},
+                workers=tuple(
+                    WorkerInfo(
+                        id=w[0],
+                        host=w[1],
+                        pid=int(w[2]),
+                        destinations=tuple(w[3]),
+                        started=float(w[4]),
+                        last_seen=float(w[5]),
+                        delivered=int(w[6]),
+                        failed=int(w[7]),
+                        stopped=bool(w[8]),
+                    )
+                    for w in workers
+                ),
             )
 
         return self._run("cannot read the outbox", read)
@@ -677,6 +978,7 @@ class PostgresOutbox:
         self._lock = threading.Lock()
         self._held_lock = threading.Lock()
         self._held = {}
+        self._slots = set()
         if self._pool is not None:
             _abandoned.append(self._pool)
         self._pool = None
@@ -730,6 +1032,14 @@ def _errors(location: str, doing: str) -> Iterator[None]:
         # The first line: the server's own message (the rest quotes our SQL back).
         message = redact(str(exc).strip().partition("\n")[0]) or type(exc).__name__
         raise PostgresOutboxError(f"the outbox {location}: {doing}: {message}") from exc
+
+
+def _near(totals: tuple[int, int, float], max_events: int | None, max_bytes: int | None) -> bool:
+    """Whether cached totals are within a tenth of a limit: read them fresh then."""
+    events, stored, _ = totals
+    return (max_events is not None and events * 10 >= max_events * 9) or (
+        max_bytes is not None and stored * 10 >= max_bytes * 9
+    )
 
 
 def _share(limit: int | None, used: int) -> int | None:

@@ -34,7 +34,7 @@ __all__ = [
 
 log = get_logger("event_router.outbox")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SHARDS = 16
 """Rows of the ``admitted`` and ``removed`` counters (see ``backend.py``): enough that
@@ -95,10 +95,42 @@ _VERSION_1 = [
     "INSERT INTO {s}.schema_version (version) VALUES (1)",
 ]
 
-# UPGRADES[n]: the statements that take a schema from version n to n + 1 (none yet).
-UPGRADES: dict[int, list[str]] = {}
+# Version 2: many workers on many machines, and events written in the app's transaction.
+_VERSION_2 = [
+    # One row per batch in flight to a destination with max_in_flight: counted under an
+    # advisory lock when claiming, deleted when the batch is done, ignored once expired.
+    """CREATE TABLE IF NOT EXISTS {s}.claims (
+        destination text NOT NULL,
+        token text NOT NULL,
+        claimed_until timestamptz NOT NULL,
+        PRIMARY KEY (destination, token)
+    ) WITH ({churn})""",
+    # Admissions written inside an app's transaction (send(connection=...)): an insert of its
+    # own rather than an update of a shared counter row, so no lock is held until the app
+    # commits. A rollback takes the row away with the event. Folded into admitted now and then.
+    """CREATE TABLE IF NOT EXISTS {s}.admitted_tx (
+        id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        events bigint NOT NULL,
+        bytes bigint NOT NULL
+    ) WITH ({churn})""",
+    # Heartbeats of `event-router worker` processes, shown by `event-router outbox status`.
+    """CREATE TABLE IF NOT EXISTS {s}.workers (
+        id text PRIMARY KEY,
+        host text NOT NULL,
+        pid integer NOT NULL,
+        destinations text[] NOT NULL,
+        started_at timestamptz NOT NULL DEFAULT now(),
+        last_seen timestamptz NOT NULL DEFAULT now(),
+        delivered bigint NOT NULL DEFAULT 0,
+        failed bigint NOT NULL DEFAULT 0,
+        stopped boolean NOT NULL DEFAULT false
+    )""",
+]
 
-_OUR_TABLES = ("events", "deliveries", "admitted", "removed")
+# UPGRADES[n]: the statements that take a schema from version n to n + 1.
+UPGRADES: dict[int, list[str]] = {1: _VERSION_2}
+
+_OUR_TABLES = ("events", "deliveries", "admitted", "removed", "claims", "admitted_tx", "workers")
 
 
 class SchemaVersionError(RouterError):
@@ -170,6 +202,9 @@ def migrate(conn: psycopg.Connection[Any], schema: str, location: str) -> Migrat
             try:
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {s}")
                 _run(conn, _VERSION_1, s)
+                for version in range(1, SCHEMA_VERSION):
+                    _run(conn, UPGRADES[version], s)
+                conn.execute(f"UPDATE {s}.schema_version SET version = %s", (SCHEMA_VERSION,))
             except psycopg.errors.InsufficientPrivilege as exc:
                 reason = str(exc).strip().partition("\n")[0]
                 raise SchemaMissingError(
