@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from router_core import hookspecs
 
@@ -66,3 +67,55 @@ def test_every_test_the_reliability_doc_names_exists() -> None:
                 assert re.search(rf"def {re.escape(test)}\b", source), f"{current}::{test}"
                 named += 1
     assert named > 50
+
+
+def test_every_module_is_in_the_readme_layout() -> None:
+    """The README's layout names every module of router_core (or its package)."""
+    layout = README[README.index("## Project layout") :]
+    core = ROOT / "router_core"
+    for path in sorted(core.rglob("*.py")):
+        relative = path.relative_to(core)
+        package = relative.parts[0] if len(relative.parts) > 1 else None
+        if package is not None:
+            assert f"router_core/{package}/" in layout or f"`{package}/`" in layout, relative
+            if package == "outbox" and len(relative.parts) == 2 and relative.stem != "__init__":
+                assert f"`{relative.name}`" in layout, relative  # its modules, one by one
+        else:
+            assert f"`{relative.name}`" in layout or f"`router_core/{relative.name}`" in layout, (
+                relative
+            )
+
+
+def test_every_setting_is_in_the_readme_reference() -> None:
+    """Every key a config file may use appears, as `key`, in the README (datasette's
+    test_settings_are_documented)."""
+    from event_router_posthog import PostHogSettings
+    from event_router_segment import SegmentSettings
+
+    from router_core.settings import (
+        HttpSettings,
+        LoggingSettings,
+        QueueRetrySettings,
+        QueueSettings,
+        RetrySettings,
+        RoutingSettings,
+    )
+
+    models: dict[str, Any] = {
+        "": RoutingSettings,
+        "retry.": RetrySettings,
+        "queue ": QueueSettings,
+        "queue.retry ": QueueRetrySettings,
+        "logging ": LoggingSettings,
+        "http ": HttpSettings,
+        "segment ": SegmentSettings,
+        "posthog ": PostHogSettings,
+    }
+    undocumented = []
+    for prefix, model in models.items():
+        for name, info in model.model_fields.items():
+            key = info.alias if isinstance(info.alias, str) else name
+            dotted = f"`{prefix}{key}`" if prefix.endswith(".") else None
+            if f"`{key}`" not in README and (dotted is None or dotted not in README):
+                undocumented.append(f"{prefix.strip()}{' ' if prefix else ''}{key}")
+    assert undocumented == []
