@@ -4,6 +4,7 @@ package's, which ``[queue]`` selects by name or URL scheme and which delivers en
 from __future__ import annotations
 
 import importlib
+import json
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -49,6 +50,8 @@ def open_ledger(settings):
 
 
 BACKEND = OutboxBackend(open_ledger, schemes=("ledger",), needs_url=True, durable=False)
+# The same engine claiming to keep its books elsewhere: the outbox commands may open it.
+KEPT = OutboxBackend(open_ledger, schemes=("kept",), needs_url=True)
 NOT_A_BACKEND = open_ledger
 """
 
@@ -61,6 +64,7 @@ def ledger_installed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     eps = metadata.EntryPoints(
         [
             metadata.EntryPoint("ledger", "ledger_outbox:BACKEND", ENTRY_POINT_GROUP),
+            metadata.EntryPoint("kept", "ledger_outbox:KEPT", ENTRY_POINT_GROUP),
             metadata.EntryPoint("broken", "ledger_outbox:NOT_A_BACKEND", ENTRY_POINT_GROUP),
             metadata.EntryPoint("missing", "no_such_module:BACKEND", ENTRY_POINT_GROUP),
         ]
@@ -122,7 +126,7 @@ def test_path_still_selects_a_sqlite_file(tmp_path: Path) -> None:
 
 def test_a_backend_that_fails_to_load_is_left_out(ledger_installed: Any) -> None:
     names = set(available_backends())
-    assert names == {"ledger", *BUILT_IN}
+    assert names == {"ledger", "kept", *BUILT_IN}
     with pytest.raises(ConfigError, match='no outbox backend is called "broken"'):
         get_backend("broken")
 
@@ -162,3 +166,26 @@ class TestThirdPartyOutbox(OutboxContract):
     def make_outbox(self) -> Outbox:
         settings = QueueSettings(backend="ledger", url="ledger://books/contract")
         return open_outbox(settings)
+
+
+def test_the_outbox_commands_open_a_third_party_engine_through_its_backend(
+    ledger_installed: Any, tmp_path: Path
+) -> None:
+    from click.testing import CliRunner
+
+    from router_core.cli import main
+
+    config = tmp_path / "router.toml"
+    config.write_text('[queue]\nurl = "kept://books/7"\n', encoding="utf-8")
+    done = CliRunner().invoke(main, ["outbox", "status", "-c", str(config), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout)["events"] == 0
+    # The engine's own outbox was opened (not a SQLite file at the default path).
+    assert [o.url for o in ledger_installed.OPENED] == ["kept://books/7"]
+    assert not (tmp_path / ".event-router").exists()
+    config.write_text('[queue]\nurl = "ledger://books/7"\n', encoding="utf-8")
+    refused = CliRunner().invoke(main, ["outbox", "status", "-c", str(config)])
+    assert refused.exit_code == 2
+    assert 'backend = "ledger" keeps the outbox in the sending process\'s memory' in (
+        refused.stderr
+    )

@@ -19,8 +19,8 @@ from router_core.cli.options import config_option, json_option, plugin_registry
 from router_core.cli.output import console, print_json
 from router_core.config import RouterConfig, interpolate
 from router_core.dburl import mask_url
-from router_core.outbox import STATES, Outbox, OutboxStats, QueueSettings, SQLiteOutbox
-from router_core.outbox.filecheck import check_location
+from router_core.outbox import STATES, Outbox, OutboxStats, QueueSettings
+from router_core.outbox.backends import get_backend
 from router_core.router import Router
 
 __all__ = ["outbox"]
@@ -44,38 +44,32 @@ def _settings(config_path: str) -> tuple[RouterConfig, QueueSettings]:
             f"{config_path} has no [queue] table (or it has enabled = false): "
             "events are delivered directly and there is no outbox"
         )
-    if settings.backend == "memory":
+    if not get_backend(settings.backend).durable:
         raise BadInput(
-            f'{config_path}: [queue] backend = "memory" keeps the outbox in the sending '
-            "process's memory; only a sqlite or postgresql outbox can be inspected from outside"
+            f'{config_path}: [queue] backend = "{settings.backend}" keeps the outbox in the '
+            "sending process's memory; only a durable outbox (sqlite, postgresql, ...) can be "
+            "inspected from outside"
         )
     return config, settings
 
 
 def _location(settings: QueueSettings) -> str:
-    if settings.backend == "postgres" and settings.url is not None:
-        return f"{mask_url(settings.url.get_secret_value())} (schema {settings.schema_name})"
+    if settings.url is not None:
+        where = mask_url(settings.url.get_secret_value())
+        return (
+            f"{where} (schema {settings.schema_name})" if settings.backend == "postgres" else where
+        )
     return str(Path(settings.path).absolute())
 
 
 def _existing(settings: QueueSettings) -> Outbox | None:
-    """The outbox, opened; ``None`` when nothing has created it yet (it is not created here).
-    A path that can never hold one, or a file that is not one, is an
-    ``OutboxUnavailableError`` (exit 2) saying why."""
-    if settings.backend == "postgres" and settings.url is not None:
-        from router_core.outbox.postgres import PostgresOutbox, SchemaMissingError  # noqa: PLC0415
-
-        try:
-            return PostgresOutbox(
-                settings.url.get_secret_value(), schema=settings.schema_name, create=False
-            )
-        except SchemaMissingError:
-            return None
-    path = Path(settings.path).expanduser().absolute()
-    check_location(path)
-    if not path.exists():
-        return None
-    return SQLiteOutbox(path, synchronous=settings.synchronous)
+    """The outbox, opened; ``None`` when nothing has created it yet (it is not created here,
+    for engines that can tell). A path that can never hold one, or a file that is not one, is
+    an ``OutboxUnavailableError`` (exit 2) saying why."""
+    backend = get_backend(settings.backend)
+    if backend.open_existing is None:
+        return backend.open(settings)
+    return backend.open_existing(settings)
 
 
 @outbox.command()

@@ -53,13 +53,16 @@ class OutboxBackend:
     ``schemes``: the URL schemes (lowercase, without ``://``) that select this backend from
     ``[queue] url``. ``needs_url``: the backend cannot work without ``url``. ``durable``:
     whether what it stores outlives the process (sets the default ``max_bytes``: 1 GiB, or
-    64 MiB in memory).
+    64 MiB in memory). ``open_existing(settings)``: the outbox only if something already
+    created it, else ``None`` (``event-router outbox status|replay|purge`` never create one);
+    without it those commands use ``open``.
     """
 
     open: Callable[[QueueSettings], Outbox]
     schemes: tuple[str, ...] = ()
     needs_url: bool = False
     durable: bool = True
+    open_existing: Callable[[QueueSettings], Outbox | None] | None = None
 
 
 def _open_sqlite(settings: QueueSettings) -> Outbox:
@@ -82,9 +85,34 @@ def _open_postgres(settings: QueueSettings) -> Outbox:
     return PostgresOutbox(settings.url.get_secret_value(), schema=settings.schema_name)
 
 
-SQLITE = OutboxBackend(_open_sqlite, schemes=("sqlite",))
+def _existing_sqlite(settings: QueueSettings) -> Outbox | None:
+    from router_core.outbox.filecheck import check_location  # noqa: PLC0415
+
+    path = settings.path.expanduser().absolute()
+    check_location(path)  # a path that can never hold one says why
+    return _open_sqlite(settings) if path.exists() else None
+
+
+def _existing_postgres(settings: QueueSettings) -> Outbox | None:
+    from router_core.outbox.postgres import PostgresOutbox, SchemaMissingError  # noqa: PLC0415
+
+    assert settings.url is not None
+    try:
+        return PostgresOutbox(
+            settings.url.get_secret_value(), schema=settings.schema_name, create=False
+        )
+    except SchemaMissingError:
+        return None
+
+
+SQLITE = OutboxBackend(_open_sqlite, schemes=("sqlite",), open_existing=_existing_sqlite)
 MEMORY = OutboxBackend(_open_memory, durable=False)
-POSTGRES = OutboxBackend(_open_postgres, schemes=("postgresql", "postgres"), needs_url=True)
+POSTGRES = OutboxBackend(
+    _open_postgres,
+    schemes=("postgresql", "postgres"),
+    needs_url=True,
+    open_existing=_existing_postgres,
+)
 
 BUILT_IN: Mapping[str, OutboxBackend] = {"sqlite": SQLITE, "memory": MEMORY, "postgres": POSTGRES}
 """Our engines, as pyproject.toml registers them: used for any the metadata does not list."""
