@@ -10,11 +10,13 @@ from router_core.config import DestinationConfig, RouterConfig
 from router_core.destination import Destination
 from router_core.errors import (
     ConfigError,
+    DeliveryDisabledError,
     DeliveryError,
     InvalidEventError,
     PluginLoadError,
     RouterClosedError,
     RouterError,
+    TransactionalSendError,
 )
 from router_core.events import (
     AliasEvent,
@@ -73,6 +75,7 @@ __all__ = [
     "BatchReport",
     "ConfigError",
     "Delivery",
+    "DeliveryDisabledError",
     "DeliveryError",
     "DeliveryResult",
     "Destination",
@@ -105,6 +108,7 @@ __all__ = [
     "ScreenEvent",
     "SendReport",
     "TrackEvent",
+    "TransactionalSendError",
     "TransformError",
     "TransformOutcome",
     "TransformPipeline",
