@@ -36,10 +36,13 @@ def _show_version(ctx: click.Context, _param: click.Parameter, value: bool) -> N
     ctx.exit()
 
 
+HELP_OPTIONS = ["-h", "--help"]
+
+
 @click.group(
     cls=RouterGroup,
     invoke_without_command=True,
-    context_settings={"help_option_names": ["-h", "--help"]},
+    context_settings={"help_option_names": HELP_OPTIONS},
 )
 @click.option(
     "--version",
@@ -71,3 +74,15 @@ main.add_command(sandbox.demo)
 main.add_command(outbox.outbox)
 main.add_command(scaffold.new_plugin)
 main.add_command(worker.worker)
+
+
+def _help_everywhere(command: click.Command) -> None:
+    """``-h`` on every command, also when one is run on its own (an embedding app, tests):
+    click settles a command's help option the first time it is asked for, from that run."""
+    command.context_settings.setdefault("help_option_names", HELP_OPTIONS)
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            _help_everywhere(sub)
+
+
+_help_everywhere(main)
