@@ -23,8 +23,9 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# Two processes, each taking whole test files (module fixtures and servers stay together).
 unit: install
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadfile
 
 test: lint typecheck unit
 
