@@ -5,9 +5,6 @@ The plugin is tests/fixtures/webhook_plugin: the same code the README shows plug
 
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,28 +13,15 @@ import pytest
 
 from router_core import Event, PluginRegistry, Router
 from tests.conftest import RecordingServer
-
-FIXTURE = Path(__file__).parent / "fixtures" / "webhook_plugin"
+from tests.distributions import installed_distribution
 
 
 @pytest.fixture(scope="module")
 def installed_webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-            "--no-build-isolation", "--target", str(target), str(FIXTURE),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    try:
+    with installed_distribution(
+        "webhook_plugin", tmp_path_factory.mktemp("site"), "event_router_webhook"
+    ) as target:
         yield target
-    finally:
-        sys.path.remove(str(target))
-        sys.modules.pop("event_router_webhook", None)
 
 
 def test_installed_plugin_is_discovered_through_its_entry_point(installed_webhook: Path) -> None:

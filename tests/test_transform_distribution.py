@@ -6,9 +6,6 @@ option that makes it raise.
 
 from __future__ import annotations
 
-import importlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,28 +14,15 @@ import pytest
 
 from router_core import DeliveryResult, Event, PluginRegistry, Router
 from router_core.sandbox import SegmentEmulator
-
-FIXTURE = Path(__file__).parent / "fixtures" / "transform_plugin"
+from tests.distributions import installed_distribution
 
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    target = tmp_path_factory.mktemp("site")
-    subprocess.run(
-        [
-            sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-index",
-            "--no-build-isolation", "--target", str(target), str(FIXTURE),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    sys.path.insert(0, str(target))
-    importlib.invalidate_caches()
-    try:
+    with installed_distribution(
+        "transform_plugin", tmp_path_factory.mktemp("site"), "event_router_tag_region"
+    ) as target:
         yield target
-    finally:
-        sys.path.remove(str(target))
-        sys.modules.pop("event_router_tag_region", None)
 
 
 @pytest.fixture
