@@ -163,12 +163,7 @@ def explain(path: Path, exc: BaseException, consequence: str = "") -> OutboxUnav
     if number in (errno.ENOTDIR, errno.EEXIST):
         blocker = _file_in_the_way(path)
         if blocker is not None:
-            return _error(
-                path,
-                f"the outbox {path} cannot be created: {blocker} is a file, not a directory",
-                f"Point [queue] path at a file in a directory, or move {blocker} away.",
-                consequence,
-            )
+            return _blocked(path, blocker, consequence)
     if isinstance(exc, OSError):
         return _error(
             path,
@@ -215,15 +210,20 @@ def _not_writable(path: Path, detail: str, consequence: str) -> OutboxUnavailabl
     )
 
 
+def _blocked(path: Path, blocker: Path, consequence: str) -> OutboxUnavailableError:
+    """A file stands where a directory of the outbox's path must be."""
+    return _error(
+        path,
+        f"the outbox {path} cannot be created: {blocker} is a file, not a directory",
+        f"Point [queue] path at a file in a directory, or move {blocker} away.",
+        consequence,
+    )
+
+
 def _cannot_open(path: Path, detail: str, consequence: str) -> OutboxUnavailableError:
     blocker = _file_in_the_way(path)
     if blocker is not None:
-        return _error(
-            path,
-            f"the outbox {path} cannot be created: {blocker} is a file, not a directory",
-            f"Point [queue] path at a file in a directory, or move {blocker} away.",
-            consequence,
-        )
+        return _blocked(path, blocker, consequence)
     if not path.parent.is_dir():
         return _error(
             path,
