@@ -27,7 +27,7 @@ def _preview(
     **fields: str | None,
 ) -> int:
     events = send.read_events(event_type, file, fields)
-    config = RouterConfig.load(config_path)
+    config = RouterConfig.load(config_path, plugins=plugin_registry())
     setup_logging(verbose, config.logging)
     # Direct mode whatever [queue] says: a preview touches no outbox.
     with Router(dataclasses.replace(config, queue=None), plugins=plugin_registry()) as router:

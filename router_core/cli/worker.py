@@ -28,6 +28,7 @@ from router_core.cli.output import print_json
 from router_core.config import RouterConfig
 from router_core.logs import LOG_FORMAT_ENV_VAR, LOG_LEVEL_ENV_VAR, configure_logging, get_logger
 from router_core.outbox import Outbox, QueuedDelivery
+from router_core.outbox.backends import get_backend
 from router_core.outbox.store import WorkerInfo
 from router_core.router import Router
 
@@ -74,7 +75,7 @@ def worker(
     event-router worker -c config/router.toml
     event-router worker -c config/router.toml --destination segment --concurrency 4
     """
-    config = RouterConfig.load(config_path)
+    config = RouterConfig.load(config_path, plugins=plugin_registry())
     _logging(config, verbose)
     settings = config.queue_settings()
     if settings is None:
@@ -82,10 +83,10 @@ def worker(
             f"{config_path} has no [queue] table (or it has enabled = false): there is no "
             "outbox for a worker to deliver from"
         )
-    if settings.backend == "memory":
+    if not get_backend(settings.backend).durable:
         raise BadInput(
-            f'{config_path}: [queue] backend = "memory" lives in the sending process; a '
-            "worker needs a sqlite or postgresql outbox it can share"
+            f'{config_path}: [queue] backend = "{settings.backend}" lives in the sending '
+            "process; a worker needs an outbox it can share (sqlite, postgresql, ...)"
         )
     if only:
         unknown = sorted(set(only) - set(config.destinations))
