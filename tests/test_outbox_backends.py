@@ -23,6 +23,7 @@ from router_core.outbox.backends import (
     available_backends,
     get_backend,
 )
+from router_core.outbox.spool import SpooledOutbox
 from router_core.plugins import PluginRegistry
 from router_core.testing.outbox_contract import OutboxContract
 
@@ -118,7 +119,9 @@ def test_path_still_selects_a_sqlite_file(tmp_path: Path) -> None:
     settings = QueueSettings(path=tmp_path / "o.db")
     outbox = open_outbox(settings)
     try:
-        assert isinstance(outbox, SQLiteOutbox)
+        # send() goes through a spool in front of the SQLite file (router_core.outbox.spool).
+        assert isinstance(outbox, SpooledOutbox)
+        assert isinstance(outbox.inner, SQLiteOutbox)
         assert outbox.location == str(tmp_path / "o.db")
     finally:
         outbox.close()

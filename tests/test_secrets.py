@@ -314,7 +314,7 @@ def test_queued_delivery_keeps_keys_out_of_logs_and_the_outbox(
         flushed = router.flush(timeout=10)
     assert flushed.complete
     assert flushed.dead == {"leaky": 1}
-    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir())
+    stored = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert_hidden(key, log_stream.getvalue(), stored.decode("latin-1"))
     assert MASK in log_stream.getvalue()
 

@@ -66,9 +66,15 @@ class OutboxBackend:
 
 
 def _open_sqlite(settings: QueueSettings) -> Outbox:
+    from router_core.outbox.spool import SpooledOutbox, spool_directory  # noqa: PLC0415
     from router_core.outbox.sqlite import SQLiteOutbox  # noqa: PLC0415
 
-    return SQLiteOutbox(settings.path, synchronous=settings.synchronous)
+    outbox = SQLiteOutbox(settings.path, synchronous=settings.synchronous)
+    # synchronous = "full" promises survival of a power cut: each send() waits for SQLite's
+    # fsync then, which a spool would only have to repeat.
+    if not settings.spool or settings.synchronous == "full":
+        return outbox
+    return SpooledOutbox(outbox, spool_directory(outbox.path))
 
 
 def _open_memory(settings: QueueSettings) -> Outbox:

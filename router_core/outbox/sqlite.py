@@ -50,6 +50,7 @@ from router_core.limits import BatchLimits
 from router_core.logs import get_logger
 from router_core.outbox.filecheck import check_location, explain, identity, room
 from router_core.outbox.store import (
+    AcceptedEvent,
     ClaimedRow,
     ForkLocks,
     OutboxStats,
@@ -169,6 +170,7 @@ class SQLiteOutbox:
         self._lost: str | None = None  # why the path no longer names the open file
         self._low_space: str | None = None  # why send() refuses events without trying
         self._disk_full = False  # SQLite said so, and no write went through since
+        self._tight = False  # the disk is nearly full: healthy() says no, send() writes itself
         self._unreleased: set[tuple[str, str]] = set()  # claims release() could not hand back
         self._fork_locks = ForkLocks()
         with self._lock:
@@ -177,6 +179,11 @@ class SQLiteOutbox:
     @property
     def location(self) -> str:
         return str(self._path)
+
+    @property
+    def path(self) -> Path:
+        """The database file (absolute)."""
+        return self._path
 
     @property
     def durable(self) -> bool:
@@ -328,7 +335,8 @@ class SQLiteOutbox:
         elif self._low_space is not None:
             self._low_space = None
             log.info("outbox_disk_space_back", outbox=self.location)
-        if free is not None and free[0] < 4 * free[1]:
+        self._tight = free is not None and free[0] < 4 * free[1]
+        if self._tight:
             self._next_look = now  # nearly full: look before every use
 
     def _look_at_path(self) -> None:
@@ -501,6 +509,40 @@ class SQLiteOutbox:
                 return ("max_bytes", max_bytes, stored)
             conn.execute(_INSERT, params)
         return None
+
+    def enqueue_many(self, events: Sequence[AcceptedEvent]) -> None:
+        """Store events a spool accepted, in one transaction, without the size limits."""
+        if not events:
+            return
+        with self._write() as conn:
+            # Each INSERT continues the running total from the newest event (see _INSERT).
+            conn.executemany(
+                _INSERT,
+                [
+                    (
+                        e.message_id,
+                        e.payload,
+                        len(e.payload) if e.payload.isascii() else len(e.payload.encode()),
+                        e.accepted_at,
+                        self._routes_of(e.destinations),
+                        None,
+                        None,
+                    )
+                    for e in events
+                ],
+            )
+
+    def stored_totals(self) -> tuple[int, int]:
+        events, stored, _ = self._read(_STORED)[0]
+        return int(events), int(stored)
+
+    def healthy(self) -> bool:
+        """False while the path is lost, the disk is full or getting there, or SQLite said it
+        is full: then every event is written as without a spool, and refused as exactly."""
+        if time.monotonic() >= self._next_look:
+            with self._lock:
+                self._look()
+        return not (self._lost or self._low_space or self._disk_full or self._tight)
 
     def claim(
         self,

@@ -16,13 +16,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from router_core.limits import BatchLimits
 
 __all__ = [
     "ENVELOPE_BYTES",
     "STATES",
+    "AcceptedEvent",
+    "BulkOutbox",
     "ClaimedRow",
     "ForkLocks",
     "Outbox",
@@ -70,6 +72,18 @@ def plan_batch(sizes: Sequence[int], limits: BatchLimits, batch_size: int) -> in
         total += estimate
         count += 1
     return max(count, 1)
+
+
+class AcceptedEvent(NamedTuple):
+    """An event ``send()`` accepted that is not in the outbox yet (a spool's record).
+
+    A named tuple, not a dataclass: one is made per event on ``send()``'s path.
+    """
+
+    message_id: str
+    payload: str
+    destinations: tuple[str, ...]
+    accepted_at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +393,28 @@ class ForkLocks:
 
     def forget(self) -> None:
         self._held = []
+
+
+@runtime_checkable
+class BulkOutbox(Outbox, Protocol):
+    """An engine a per-process spool (``router_core.outbox.spool``) can sit in front of: it
+    stores events already accepted in bulk, says what it holds cheaply, and says whether a
+    ``enqueue()`` now would be refused for the storage's health without trying one."""
+
+    def enqueue_many(self, events: Sequence[AcceptedEvent]) -> None:
+        """Store events that were already accepted, in one transaction, each with a pending
+        row per destination, WITHOUT the size limits: an accepted event is never refused."""
+        ...
+
+    def stored_totals(self) -> tuple[int, int]:
+        """``(events, bytes)`` stored, as ``enqueue()``'s size limits count them (cheap: the
+        spool reads it after every move)."""
+        ...
+
+    def healthy(self) -> bool:
+        """False when ``enqueue()`` would now refuse for the storage itself (file lost, disk
+        full or nearly so). Cheap, and never raises: the spool then takes ``enqueue()``."""
+        ...
 
 
 @runtime_checkable

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import threading
 import time
@@ -269,7 +268,7 @@ class DestinationWorker:
                 parsed.append((row, event))
                 continue
             try:
-                parsed.append((row, Event.parse(json.loads(row.payload))))
+                parsed.append((row, Event.from_stored(row.payload)))
             except (ValueError, InvalidEventError) as exc:
                 error = f"stored event {row.message_id!r} cannot be read: {exc}"
                 self._dead([row], Outcome(success=False, attempts=1, duration_ms=0, error=error))

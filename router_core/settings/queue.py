@@ -82,6 +82,11 @@ class QueueSettings(BaseModel):
     url: DatabaseUrl | None = None
     schema_name: str = Field(default=DEFAULT_SCHEMA, alias="schema")
     synchronous: Literal["normal", "full"] = "normal"
+    spool: bool = True
+    """SQLite: ``send()`` appends the event to a per-process spool file (one ``write``) and a
+    background thread moves it into the outbox in bulk; false commits each event to SQLite
+    on ``send()``. Either way the event survives the process being killed once ``send()``
+    returns (``synchronous = "full"`` never spools)."""
     batch_size: int = Field(default=500, ge=1, le=100_000)
     flush_interval: float = Field(default=0.5, gt=0, le=3600)
     concurrency: int = Field(default=10, ge=1, le=1000)
