@@ -93,15 +93,14 @@ class SdkPair(Contender):
         max_queue_size: int | None = None,
         batch_size: int | None = None,
     ) -> None:
-        sizes: dict[str, Any] = {} if max_queue_size is None else {"max_queue_size": max_queue_size}
-        segment_batch = {} if batch_size is None else {"upload_size": batch_size}
-        posthog_batch = {} if batch_size is None else {"flush_at": batch_size}
-        self.segment = SegmentClient(
-            workload.WRITE_KEY, host=segment_url, **sizes, **segment_batch
-        )
-        self.posthog = posthog.Posthog(
-            workload.API_KEY, host=posthog_url, **sizes, **posthog_batch
-        )
+        segment: dict[str, Any] = {}
+        ph: dict[str, Any] = {}
+        if max_queue_size is not None:
+            segment["max_queue_size"] = ph["max_queue_size"] = max_queue_size
+        if batch_size is not None:
+            segment["upload_size"] = ph["flush_at"] = batch_size
+        self.segment = SegmentClient(workload.WRITE_KEY, host=segment_url, **segment)
+        self.posthog = posthog.Posthog(workload.API_KEY, host=posthog_url, **ph)
         quiet_logs()  # the clients set their own log levels when built
         self.dropped = {"segment": 0, "posthog": 0}
 
