@@ -80,17 +80,27 @@ class SdkPair(Contender):
     """segment-analytics-python's ``Client.track()`` plus posthog's ``Posthog.capture()``.
 
     Both with their defaults (a background thread each, batches of 100, an in-memory queue of
-    10,000 events) unless ``max_queue_size`` is given.
+    10,000 events) unless ``max_queue_size`` or ``batch_size`` (Segment's ``upload_size``,
+    PostHog's ``flush_at``: events per request) is given.
     """
 
     label = "Segment + PostHog SDKs"
 
     def __init__(
-        self, segment_url: str, posthog_url: str, max_queue_size: int | None = None
+        self,
+        segment_url: str,
+        posthog_url: str,
+        max_queue_size: int | None = None,
+        batch_size: int | None = None,
     ) -> None:
-        sizes: dict[str, Any] = {} if max_queue_size is None else {"max_queue_size": max_queue_size}
-        self.segment = SegmentClient(workload.WRITE_KEY, host=segment_url, **sizes)
-        self.posthog = posthog.Posthog(workload.API_KEY, host=posthog_url, **sizes)
+        segment: dict[str, Any] = {}
+        ph: dict[str, Any] = {}
+        if max_queue_size is not None:
+            segment["max_queue_size"] = ph["max_queue_size"] = max_queue_size
+        if batch_size is not None:
+            segment["upload_size"] = ph["flush_at"] = batch_size
+        self.segment = SegmentClient(workload.WRITE_KEY, host=segment_url, **segment)
+        self.posthog = posthog.Posthog(workload.API_KEY, host=posthog_url, **ph)
         quiet_logs()  # the clients set their own log levels when built
         self.dropped = {"segment": 0, "posthog": 0}
 

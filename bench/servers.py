@@ -7,23 +7,27 @@ client being measured (event-router or a vendor SDK) from paying for the server'
         ...  # point a client at segment.url
         segment.wait_for(100_000)
 
-The child (``python -m bench.servers segment``) prints its URL, then answers one command per
-line on stdin: ``count``, ``unique``, ``latency SECONDS``, ``reset``, ``quit``.
+The child (``python -m bench.servers segment [--port N]``) prints its URL, then answers one
+command per line on stdin: ``count``, ``unique``, ``receipts PATH``, ``latency SECONDS``,
+``reset``, ``quit``.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Literal
 
 from router_core.sandbox import Emulator, PostHogEmulator, SegmentEmulator
 from router_core.sandbox.service import Service
 
-__all__ = ["EmulatorProcess", "Vendor", "down_url"]
+__all__ = ["EmulatorProcess", "Vendor", "down_url", "free_port"]
 
 Vendor = Literal["segment", "posthog"]
 
@@ -34,15 +38,17 @@ _POLL_S = 0.02
 class EmulatorProcess(Service):
     """One vendor emulator serving on 127.0.0.1 in a child process."""
 
-    def __init__(self, vendor: Vendor) -> None:
+    def __init__(self, vendor: Vendor, port: int = 0) -> None:
         self.vendor: Vendor = vendor
+        self.port = port
+        """The port to listen on (0: any free one)."""
         self._proc: subprocess.Popen[str] | None = None
         self.url = ""
 
     def start(self) -> None:
         """Start the child and wait until it listens."""
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", self.vendor],
+            [sys.executable, "-m", "bench.servers", self.vendor, "--port", str(self.port)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -73,6 +79,16 @@ class EmulatorProcess(Service):
     def unique(self) -> int:
         """Distinct message ids among the events accepted."""
         return int(self._ask("unique")["unique"])
+
+    def receipts(self) -> dict[str, float]:
+        """When each distinct message id first arrived: Unix seconds (``time.time()``'s clock).
+
+        The child writes them to a file, so that a run's worth never travels as one line."""
+        with tempfile.TemporaryDirectory(prefix="event-router-bench-") as tmp:
+            path = Path(tmp) / "receipts.json"
+            self._ask(f"receipts {path}")
+            receipts: dict[str, float] = json.loads(path.read_text(encoding="utf-8"))
+        return receipts
 
     def set_latency(self, seconds: float) -> None:
         """Every ingestion request waits ``seconds`` before it is answered."""
@@ -109,22 +125,45 @@ class EmulatorProcess(Service):
             proc.stdout.close()
 
 
-def down_url() -> str:
-    """A loopback URL where nothing listens (connections are refused): a destination down."""
+def free_port() -> int:
+    """A loopback port nothing listens on now (the OS picked it; it may be bound later)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}"
+        port: int = sock.getsockname()[1]
+    return port
 
 
-def _serve(vendor: Vendor) -> None:
-    emulator: Emulator = SegmentEmulator() if vendor == "segment" else PostHogEmulator()
+def down_url() -> str:
+    """A loopback URL where nothing listens (connections are refused): a destination down."""
+    return f"http://127.0.0.1:{free_port()}"
+
+
+def _write_receipts(emulator: Emulator, path: str) -> int:
+    # ``received_at`` is the emulator's wall clock as the request carrying the event arrived
+    # (datetime.now(UTC), the clock of time.time()): the receipt time, with no hook needed.
+    first: dict[str, float] = {}
+    for event in emulator.events:
+        at = event.received_at.timestamp()
+        if at < first.get(event.message_id, float("inf")):
+            first[event.message_id] = at
+    Path(path).write_text(json.dumps(first), encoding="utf-8")
+    return len(first)
+
+
+def _serve(vendor: Vendor, port: int) -> None:
+    emulator: Emulator = (
+        SegmentEmulator(port=port) if vendor == "segment" else PostHogEmulator(port=port)
+    )
     with emulator:
         print(json.dumps({"url": emulator.url}), flush=True)
         for line in sys.stdin:
             command, _, arg = line.strip().partition(" ")
             if command == "count":
-                reply: dict[str, object] = {"events": len(emulator.message_ids())}
+                # The activity mark counts the events without copying them (the count is
+                # polled while a run is under way: copying a long list would slow ingestion).
+                reply: dict[str, object] = {"events": emulator.activity(None, 0).mark.events}
+            elif command == "receipts":
+                reply = {"unique": _write_receipts(emulator, arg)}
             elif command == "unique":
                 reply = {"unique": len(set(emulator.message_ids()))}
             elif command == "latency":
@@ -140,5 +179,13 @@ def _serve(vendor: Vendor) -> None:
             print(json.dumps(reply), flush=True)
 
 
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="one emulator child (used by EmulatorProcess)")
+    parser.add_argument("vendor", choices=["segment", "posthog"])
+    parser.add_argument("--port", type=int, default=0, help="port to listen on (0: any free)")
+    args = parser.parse_args(argv)
+    _serve(args.vendor, args.port)
+
+
 if __name__ == "__main__":
-    _serve("posthog" if sys.argv[1:] == ["posthog"] else "segment")
+    main()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 EVENTS = 300
+BACKLOG = 500
 
 
 def test_bench_quick_run_reports_every_figure_and_loses_nothing(tmp_path: Path) -> None:
@@ -23,7 +24,7 @@ def test_bench_quick_run_reports_every_figure_and_loses_nothing(tmp_path: Path) 
             "-m",
             "bench",
             "--only",
-            "caller,throughput,fanout",
+            "caller,throughput,fanout,latency,backlog,workers",
             "--repeat",
             "1",
             "--caller-events",
@@ -32,13 +33,21 @@ def test_bench_quick_run_reports_every_figure_and_loses_nothing(tmp_path: Path) 
             str(EVENTS),
             "--fanout-sends",
             "1",
+            "--latency-seconds",
+            "1",
+            "--backlog-events",
+            str(BACKLOG),
+            "--worker-events",
+            str(EVENTS),
+            "--worker-counts",
+            "1,2",
             "--json",
             str(out),
         ],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=150,
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
@@ -52,7 +61,27 @@ def test_bench_quick_run_reports_every_figure_and_loses_nothing(tmp_path: Path) 
     throughput = results["throughput"]
     assert throughput["events"] == EVENTS
     every = {"segment": EVENTS, "posthog": EVENTS}
-    assert throughput["received"] == {"router": [every], "sdk": [every]}
+    assert throughput["received"] == {"router": [every], "sdk": [every], "sdk_batch500": [every]}
+    assert throughput["ratio_batch500"] > 0
 
     assert set(results["fanout"]["by_destinations"]) == {"1", "2", "4", "8"}
+
+    latency = results["latency"]
+    assert latency["events"] == 1000
+    assert latency["missing"] == 0
+    assert set(latency["by_destination"]) == {"segment", "posthog"}
+    assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["max_ms"]
+    assert latency["flush_interval_s"] > 0
+
+    router = results["backlog"]["router"]
+    assert router["dropped"] == 0
+    assert router["complete"]
+    assert router["delivered"] == {"segment": BACKLOG, "posthog": BACKLOG}
+    assert router["drain_per_s"] > 0
+    assert router["drain_peak_rss_mb"] >= router["peak_rss_mb"] > 0
+
+    workers = results["workers"]
+    assert set(workers["events_per_s"]) == {"1", "2"}
+    for point in workers["points"].values():
+        assert point["received"] == every
     assert "Summary" in done.stdout
