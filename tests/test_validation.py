@@ -59,8 +59,13 @@ def serialise_every_way(event: Event) -> None:
     for text in (segment, posthog, stored):
         assert orjson.loads(text) == json.loads(text)
     assert json.loads(segment)["messageId"] == event.message_id
-    # The outbox worker rebuilds the event from what was stored: it must be the same event.
+    # The outbox worker rebuilds the event from what was stored: it must be the same event,
+    # whether validated again or rebuilt as stored (Event.from_stored, what workers use).
     assert Event.parse(json.loads(stored)) == event
+    rebuilt = Event.from_stored(stored)
+    assert type(rebuilt) is type(event)
+    assert rebuilt == event
+    assert rebuilt.model_dump_json() == stored
 
 
 def assert_readable(exc: RouterError) -> None:

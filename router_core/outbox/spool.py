@@ -137,11 +137,11 @@ class SpooledOutbox:
     ``inner`` in bulk. Every other call goes to ``inner`` once the spool is moved."""
 
     def __init__(
-        self, inner: BulkOutbox, directory: Path, *, move_interval: float = MOVE_INTERVAL_S
+        self, inner: BulkOutbox, directory: Path, *, move_interval: float | None = None
     ) -> None:
         self.inner = inner
         self._dir = directory
-        self._interval = move_interval
+        self._interval = MOVE_INTERVAL_S if move_interval is None else move_interval
         try:
             directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         except OSError as exc:
