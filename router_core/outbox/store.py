@@ -23,6 +23,7 @@ from router_core.limits import BatchLimits
 __all__ = [
     "ENVELOPE_BYTES",
     "STATES",
+    "AcceptedEvent",
     "ClaimedRow",
     "ForkLocks",
     "Outbox",
@@ -70,6 +71,16 @@ def plan_batch(sizes: Sequence[int], limits: BatchLimits, batch_size: int) -> in
         total += estimate
         count += 1
     return max(count, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptedEvent:
+    """An event accepted by send() but not yet in the outbox (a journal's record)."""
+
+    message_id: str
+    payload: str
+    destinations: tuple[str, ...]
+    accepted_at: float
 
 
 @dataclass(frozen=True, slots=True)
