@@ -210,7 +210,7 @@ _MATERIALIZE = (
     f" FROM events WHERE id >= ? AND id <= ? AND {_ROUTED}"
 )
 _FRESH = (
-    "SELECT id, message_id, payload, size, created_at FROM events"
+    "SELECT id, message_id, payload, size, 0, created_at FROM events"
     f" WHERE id >= ? AND id < ? AND {_ROUTED} ORDER BY id LIMIT ?"
 )
 
@@ -706,7 +706,7 @@ class SQLiteOutbox:
             scanned_to = 0
             if cursor is not None and len(rows) < limit:
                 fresh, scanned_to = _fresh(conn, cursor[0], limit - len(rows), patterns)
-            candidates = rows + [(i, m, p, s, 0, c) for i, m, p, s, c in fresh]
+            candidates = rows + fresh  # ClaimedRow's fields (never attempted, since accepted)
             taken = candidates[: plan_batch([c[3] for c in candidates], limits, batch_size)]
             taken_rows, batch = taken[: len(rows)], taken[len(rows) :]
             for chunk in _chunks([c[0] for c in taken_rows]):
@@ -733,10 +733,10 @@ class SQLiteOutbox:
                         (next_id, now, destination),
                     )
             self._help(conn, destination, now)
-        if batch:
-            if len(self._batches) >= _MAX_KNOWN_BATCHES:
-                self._batches.pop(next(iter(self._batches)))  # settled by another process
-            self._batches[token] = (destination, frozenset(c[0] for c in batch))
+            if batch:  # under the lock, as every use of self._batches
+                if len(self._batches) >= _MAX_KNOWN_BATCHES:
+                    self._batches.pop(next(iter(self._batches)))  # settled by another process
+                self._batches[token] = (destination, frozenset(c[0] for c in batch))
         return [ClaimedRow(*row) for row in taken]
 
     @staticmethod
@@ -769,6 +769,7 @@ class SQLiteOutbox:
         if batch is not None and batch[2] <= next_id:
             if batch[0] != destination and batch[3] <= now:
                 self._materialize(conn, batch[0], batch[1])
+                self._collect(conn)
             return
         if name == destination or claimed_at >= now - _IDLE_S:
             return  # it still claims: it moves on by itself
@@ -780,6 +781,7 @@ class SQLiteOutbox:
             end = min(end, batch[2])
         conn.execute(_MATERIALIZE, (name, None, None, next_id, end - 1, *_patterns(name)))
         conn.execute("UPDATE cursors SET next_id = ? WHERE destination = ?", (end, name))
+        self._collect(conn)
 
     def _materialize(self, conn: sqlite3.Connection, destination: str, token: str) -> bool:
         """Turn a batch into a ``deliveries`` row per event, under the same token and lease
