@@ -416,3 +416,12 @@ def test_small_limits_still_fit_requests(outbox: SQLiteOutbox) -> None:
     first = outbox.claim("a", limits=small, batch_size=100, token="t", now=NOW, lease_until=NOW + 5)
     second = outbox.claim("a", limits=small, batch_size=2, token="u", now=NOW, lease_until=NOW + 5)
     assert [r.event_id for r in first + second] == [1, 2, 3, 4, 5]
+
+
+def test_a_token_claimed_with_twice_holds_both_claims(outbox: SQLiteOutbox) -> None:
+    put(outbox, 4, destinations=("a",))
+    assert ids(outbox, "a", "t", batch_size=2) == [1, 2]
+    assert ids(outbox, "a", "t", batch_size=2) == [3, 4]
+    assert outbox.stats(NOW).counts == {"a": {"in_flight": 4}}
+    outbox.ack("a", "t", [1, 2, 3, 4])
+    assert outbox.stats(NOW).events == 0

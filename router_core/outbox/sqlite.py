@@ -204,8 +204,9 @@ _WATERMARK = (
 )
 # An event's routes name the destination: ``?`` twice, the two _patterns() of its name.
 _ROUTED = "(instr(routes, ?) > 0 OR instr(routes, ?) > 0)"
+# OR IGNORE: an event that somehow has its row already keeps that one (exactly one stays).
 _MATERIALIZE = (
-    "INSERT INTO deliveries (destination, event_id, next_attempt_at, since, claim_token,"
+    "INSERT OR IGNORE INTO deliveries (destination, event_id, next_attempt_at, since, claim_token,"
     " claimed_until, updated_at) SELECT ?, id, created_at, created_at, ?, ?, created_at"
     f" FROM events WHERE id >= ? AND id <= ? AND {_ROUTED}"
 )
@@ -259,6 +260,7 @@ class SQLiteOutbox:
         self._routes: dict[tuple[str, ...], str] = {}
         # Destinations known to have a cursor in this file (cursors are never deleted).
         self._cursored: set[str] = set()
+        self._ready: set[tuple[str, ...]] = set()  # destination lists that all have one
         # Batches this process claimed: token -> (destination, their event ids), so that an
         # acknowledgment is known to cover one exactly without reading the events again.
         self._batches: dict[str, tuple[str, frozenset[int]]] = {}
@@ -565,16 +567,10 @@ class SQLiteOutbox:
         max_bytes: int | None,
     ) -> tuple[str, int, int] | None:
         size = len(payload) if payload.isascii() else len(payload.encode())  # UTF-8 bytes
-        params = (
-            message_id,
-            payload,
-            size,
-            now,
-            self._routes_of(destinations),
-            max_events,
-            max_bytes,
-        )
-        new = self._uncursored(destinations)
+        key = tuple(destinations)
+        params = (message_id, payload, size, now, self._routes_of(key), max_events, max_bytes)
+        # Destination lists seen before in this process have their cursors: no lookups.
+        new = [] if key in self._ready else self._uncursored(key)
         if not new:
             with self._lock:
                 conn = self._use(accepting=True)
@@ -582,6 +578,8 @@ class SQLiteOutbox:
                     if conn.execute(_INSERT, params).rowcount == 1:
                         if self._disk_full:
                             self._wrote()
+                        if key not in self._ready and len(self._ready) < _MAX_CACHED_ROUTES:
+                            self._ready.add(key)
                         return None
                 except (sqlite3.Error, OSError) as exc:
                     raise self._failed(exc, _NOT_ACCEPTED) from exc
@@ -598,6 +596,8 @@ class SQLiteOutbox:
             if new and event_id is not None:
                 _add_cursors(conn, new, event_id, now)
         self._cursored.update(new)
+        if len(self._ready) < _MAX_CACHED_ROUTES:
+            self._ready.add(key)
         return None
 
     def enqueue_many(self, events: Sequence[AcceptedEvent]) -> None:
@@ -718,6 +718,9 @@ class SQLiteOutbox:
             if cursor is not None:
                 next_id, claimed_at = cursor
                 if batch:
+                    # A token claimed with again (never by our workers): the first batch
+                    # becomes rows under it, as every claim was before.
+                    self._materialize(conn, destination, token)
                     conn.execute(
                         "INSERT INTO batches (destination, token, first_id, last_id, count,"
                         " claimed_until) VALUES (?, ?, ?, ?, ?, ?)",
@@ -939,9 +942,11 @@ class SQLiteOutbox:
         if not event_ids:
             return
         with self._write() as conn:
-            if conn.execute(
-                "SELECT 1 FROM batches WHERE destination = ? AND token = ?", (destination, token)
-            ).fetchone():
+            batch = conn.execute(
+                "SELECT first_id, last_id FROM batches WHERE destination = ? AND token = ?",
+                (destination, token),
+            ).fetchone()
+            if batch is not None and any(batch[0] <= i <= batch[1] for i in event_ids):
                 self._materialize(conn, destination, token)
             for chunk in _chunks(event_ids):
                 marks = ",".join("?" * len(chunk))
