@@ -432,7 +432,8 @@ def test_a_row_past_1024_attempts_is_still_rescheduled_and_dead_lettered(tmp_pat
         )
     seed.claim(
         "down", limits=LIMITS, batch_size=10, token="seed", now=time.time(), lease_until=time.time()
-    )  # routes the rows; the lease is over
+    )
+    seed.release("down", "seed")  # a released batch leaves a row per event, as a retry would
     seed.close()
     with sqlite3.connect(path) as db:
         # One row on its last attempt, one with many left: 2 ** 1999 overflows a float.

@@ -143,6 +143,29 @@ class OutboxContract:
         outbox.ack("a", "first", [1, 2])
         assert outbox.pending(["a"]) == {"a": 4}
 
+    def test_a_batch_is_settled_in_parts(self, outbox: Outbox) -> None:
+        # As a worker splitting a refused batch does: parts of one claim, one token.
+        self.put(outbox, 6)
+        assert self.claim(outbox, "a", "t") == ["m0", "m1", "m2", "m3", "m4", "m5"]
+        outbox.ack("a", "t", [1, 2])
+        outbox.dead("a", "t", [3], error="HTTP 400", status_code=400, now=NOW)
+        outbox.ack("a", "t", [4])
+        outbox.retry(
+            "a", "t", [5], next_attempt_at=NOW + 60, error="HTTP 503", status_code=503, now=NOW
+        )
+        outbox.release("a", "t")  # 6 was never settled
+        assert outbox.stats(NOW).counts["a"] == {"dead": 1, "retrying": 1, "pending": 1}
+        assert outbox.pending(["a", "b"]) == {"a": 2, "b": 6}
+        assert self.claim(outbox, "a", "u") == ["m5"]
+        outbox.ack("a", "u", [6])
+        assert self.claim(outbox, "a", "v", now=NOW + 60) == ["m4"]
+        outbox.ack("a", "v", [5])
+        assert self.claim(outbox, "b", "w") == ["m0", "m1", "m2", "m3", "m4", "m5"]
+        outbox.ack("b", "w", [1, 2, 3, 4, 5, 6])
+        stats = outbox.stats(NOW + 60)
+        assert stats.counts == {"a": {"dead": 1}}
+        assert stats.events == 1  # kept for the dead letter only
+
     def test_settling_under_another_token_changes_nothing(self, outbox: Outbox) -> None:
         self.put(outbox, 2)
         assert self.claim(outbox, "a", "holder") == ["m0", "m1"]
