@@ -27,7 +27,6 @@ from router_core.errors import (
 from router_core.events import Event
 from router_core.logs import get_logger
 from router_core.outbox.backends import get_backend
-from router_core.outbox.recent import RecentEvents
 from router_core.outbox.store import Outbox, TransactionalOutbox
 from router_core.outbox.worker import DestinationWorker
 from router_core.results import FlushResult
@@ -42,9 +41,6 @@ log = get_logger("event_router.outbox")
 
 _WAIT_POLL_S = 0.05  # how often waiters look at the outbox when no worker of ours signals
 _STOP_GRACE_S = 2.0  # after the drain: how long a request in flight may take to finish
-# Events kept validated for this process's workers (about 2 KB each): enough for the workers
-# to find every event in a burst they are catching up on, small next to a large backlog.
-_RECENT_EVENTS = 10_000
 
 
 def open_outbox(settings: QueueSettings) -> Outbox:
@@ -84,7 +80,6 @@ class QueuedDelivery:
         self._progress = threading.Condition()
         self._flushing = 0
         self._closed = False
-        self._recent = RecentEvents(_RECENT_EVENTS)
         _live.add(self)
 
     @property
@@ -122,7 +117,6 @@ class QueuedDelivery:
                     transforms=target.transforms,
                     observers=target.observers,
                     settings=self.settings,
-                    recent=self._recent,
                     is_flushing=lambda: self._flushing > 0,
                     on_progress=self._notify_progress,
                 )
@@ -199,7 +193,6 @@ class QueuedDelivery:
                 max_bytes=max_bytes,
             )
             if full is None:
-                self._recent.put(event, payload, len(destinations))
                 break
             if deadline is None:
                 deadline = time.monotonic() + settings.block_timeout
@@ -242,7 +235,7 @@ class QueuedDelivery:
         if full is not None:
             raise _full_error(full, self.settings.model_copy(update={"when_full": "refuse"}),
                               self.outbox.location)  # fmt: skip
-        # Not in RecentEvents and no hint: the rows are invisible to the workers until the
+        # No hint: the rows are invisible to the workers until the
         # app commits, which may be long after this returns; they poll for them.
 
     def deliver_here(self, tasks_per_destination: int = 1) -> None:
@@ -399,7 +392,6 @@ class QueuedDelivery:
         self._start_lock = threading.Lock()
         self._progress = threading.Condition()
         self._flushing = 0
-        self._recent = RecentEvents(_RECENT_EVENTS)  # the parent's lock may be held
         self.outbox.after_fork_in_child()
 
 

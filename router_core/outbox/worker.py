@@ -42,7 +42,6 @@ from router_core.errors import InvalidEventError
 from router_core.events import Event
 from router_core.logs import get_logger
 from router_core.observers import NO_OBSERVERS, Observers
-from router_core.outbox.recent import RecentEvents
 from router_core.outbox.store import ENVELOPE_BYTES, ClaimedRow, Outbox, estimate_bytes
 from router_core.plugins import LoadedPlugin
 from router_core.retry import backoff_delay
@@ -85,7 +84,6 @@ class DestinationWorker:
         plugin: LoadedPlugin,
         destination: Destination[Any],
         settings: QueueSettings,
-        recent: RecentEvents,
         is_flushing: Callable[[], bool],
         on_progress: Callable[[], None],
         clock: Clock | None = None,
@@ -98,7 +96,6 @@ class DestinationWorker:
         self._plugin = plugin
         self._destination = destination
         self._settings = settings
-        self._recent = recent
         self._is_flushing = is_flushing
         self._on_progress = on_progress
         self._transforms = transforms
@@ -261,12 +258,7 @@ class DestinationWorker:
 
     async def _deliver(self, rows: Sequence[ClaimedRow]) -> None:
         parsed: list[tuple[ClaimedRow, Event]] = []
-        recent = self._recent
         for row in rows:
-            event = recent.take(row.message_id, row.payload)
-            if event is not None:  # validated by send() in this process, stored as is
-                parsed.append((row, event))
-                continue
             try:
                 parsed.append((row, Event.from_stored(row.payload)))
             except (ValueError, InvalidEventError) as exc:
