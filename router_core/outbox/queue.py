@@ -171,7 +171,7 @@ class QueuedDelivery:
         if self._started_pid is None:  # first use in this process (a fork resets it)
             self.start()
         settings = self.settings
-        payload = event.model_dump_json()
+        payload = event.stored_json()
         max_bytes = self._max_bytes
         # UTF-8 takes at most 4 bytes a character: most events need no byte count here.
         if len(payload) * 4 > max_bytes and (size := len(payload.encode())) > max_bytes:
@@ -223,7 +223,7 @@ class QueuedDelivery:
             )
         if self._started_pid is None:
             self.start()
-        payload = event.model_dump_json()
+        payload = event.stored_json()
         full = outbox.enqueue_in(
             connection,
             event.message_id,
