@@ -27,6 +27,7 @@ from router_core.errors import (
 from router_core.events import Event
 from router_core.logs import get_logger
 from router_core.outbox.backends import get_backend
+from router_core.outbox.rebuilt import RebuiltEvents
 from router_core.outbox.store import Outbox, TransactionalOutbox
 from router_core.outbox.worker import DestinationWorker
 from router_core.results import FlushResult
@@ -41,6 +42,8 @@ log = get_logger("event_router.outbox")
 
 _WAIT_POLL_S = 0.05  # how often waiters look at the outbox when no worker of ours signals
 _STOP_GRACE_S = 2.0  # after the drain: how long a request in flight may take to finish
+# Stored events rebuilt and kept for every destination's worker: a few requests' worth.
+_REBUILT_EVENTS = 4_000
 
 
 def open_outbox(settings: QueueSettings) -> Outbox:
@@ -80,6 +83,7 @@ class QueuedDelivery:
         self._progress = threading.Condition()
         self._flushing = 0
         self._closed = False
+        self._rebuilt = RebuiltEvents(_REBUILT_EVENTS)
         _live.add(self)
 
     @property
@@ -117,6 +121,7 @@ class QueuedDelivery:
                     transforms=target.transforms,
                     observers=target.observers,
                     settings=self.settings,
+                    rebuilt=self._rebuilt,
                     is_flushing=lambda: self._flushing > 0,
                     on_progress=self._notify_progress,
                 )
@@ -387,6 +392,7 @@ class QueuedDelivery:
 
     def _after_fork_in_child(self) -> None:
         self._workers = {}  # they ran on the parent's loop, which does not exist here
+        self._rebuilt = RebuiltEvents(_REBUILT_EVENTS)
         self._housekeeper = None
         self._started_pid = None
         self._start_lock = threading.Lock()

@@ -42,6 +42,7 @@ from router_core.errors import InvalidEventError
 from router_core.events import Event
 from router_core.logs import get_logger
 from router_core.observers import NO_OBSERVERS, Observers
+from router_core.outbox.rebuilt import RebuiltEvents
 from router_core.outbox.store import ENVELOPE_BYTES, ClaimedRow, Outbox, estimate_bytes
 from router_core.plugins import LoadedPlugin
 from router_core.retry import backoff_delay
@@ -84,6 +85,7 @@ class DestinationWorker:
         plugin: LoadedPlugin,
         destination: Destination[Any],
         settings: QueueSettings,
+        rebuilt: RebuiltEvents,
         is_flushing: Callable[[], bool],
         on_progress: Callable[[], None],
         clock: Clock | None = None,
@@ -96,6 +98,7 @@ class DestinationWorker:
         self._plugin = plugin
         self._destination = destination
         self._settings = settings
+        self._rebuilt = rebuilt
         self._is_flushing = is_flushing
         self._on_progress = on_progress
         self._transforms = transforms
@@ -260,7 +263,7 @@ class DestinationWorker:
         parsed: list[tuple[ClaimedRow, Event]] = []
         for row in rows:
             try:
-                parsed.append((row, Event.from_stored(row.payload)))
+                parsed.append((row, self._rebuilt.get(row)))
             except (ValueError, InvalidEventError) as exc:
                 error = f"stored event {row.message_id!r} cannot be read: {exc}"
                 self._dead([row], Outcome(success=False, attempts=1, duration_ms=0, error=error))
