@@ -45,6 +45,6 @@ def test_an_unreadable_row_raises_and_is_not_kept() -> None:
     broken = ClaimedRow(1, "m-1", '{"type": "track"}', 17, 0, 0.0)
     with pytest.raises(InvalidEventError):
         rebuilt.get(broken)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"(?i)expected"):
         rebuilt.get(ClaimedRow(2, "m-2", "not json", 8, 0, 0.0))
     assert len(rebuilt) == 0
