@@ -61,7 +61,7 @@ class Plan:
 def _plan(args: argparse.Namespace) -> Plan:
     quick = args.quick
     return Plan(
-        repeat=args.repeat or (1 if quick else 3),
+        repeat=args.repeat or (1 if quick else 5),
         caller_events=args.caller_events or (2_000 if quick else 20_000),
         throughput_events=args.events or (5_000 if quick else 100_000),
         fanout_sends=args.fanout_sends or (3 if quick else 20),
@@ -82,7 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m bench", description=(__doc__ or "").splitlines()[0]
     )
     parser.add_argument("--quick", action="store_true", help="small counts, one run each")
-    parser.add_argument("--repeat", type=int, help="runs per headline figure (default 3)")
+    parser.add_argument("--repeat", type=int, help="runs per headline figure (default 5)")
     parser.add_argument(
         "--only", help=f"comma-separated sections to run (default all: {','.join(SECTIONS)})"
     )
@@ -167,14 +167,21 @@ def summary(results: dict[str, Any]) -> list[str]:
         )
     if "throughput" in results:
         t = results["throughput"]
-        for label, eps, ratio in (
-            ("throughput", t["sdk_eps"], t["ratio"]),
-            ("  SDKs batch 500", t["sdk_batch500_eps"], t["ratio_batch500"]),
+        for label, ours, eps, ratio in (
+            ("throughput", t["router_eps"], t["sdk_eps"], t["ratio"]),
+            ("  SDKs batch 500", t["router_eps"], t["sdk_batch500_eps"], t["ratio_batch500"]),
         ):
             lines.append(
-                f"  {label:<16} event-router {t['router_eps']:8,.0f} /s    SDKs "
+                f"  {label:<16} event-router {ours:8,.0f} /s    SDKs "
                 f"{eps:8,.0f} /s    ratio {ratio:.1f}x "
                 f"(target ≥ {THROUGHPUT_RATIO_MIN:g}x: {_verdict(ratio >= THROUGHPUT_RATIO_MIN)})"
+            )
+        if "router_worker_eps" in t:  # the deployment shape past one core, for comparison
+            lines.append(
+                f"  + 1 worker proc. event-router {t['router_worker_eps']:8,.0f} /s    "
+                f"ratio {t['ratio_worker']:.1f}x the SDKs' defaults, "
+                f"{t['ratio_worker_batch500']:.1f}x batches of 500 (deliver = false + "
+                "`event-router worker`)"
             )
     if "fanout" in results:
         f = results["fanout"]["by_destinations"]

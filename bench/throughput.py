@@ -16,6 +16,7 @@ from typing import Any
 from bench.contenders import BenchError, Contender, RouterQueued, SdkPair
 from bench.measure import median
 from bench.servers import EmulatorProcess
+from bench.workers import RouterWithWorkers
 from bench.workload import destinations
 
 __all__ = ["SDK_BATCH", "run", "run_scaling"]
@@ -78,7 +79,17 @@ def _sdk_rate(
     return rate, {"segment": _check(segment, events, 1), "posthog": _check(posthog, events, 1)}
 
 
-_CONTENDERS = ("router", "sdk", "sdk_batch500")
+def _router_worker_rate(
+    segment: EmulatorProcess, posthog: EmulatorProcess, events: int
+) -> tuple[float, dict[str, int]]:
+    """The app enqueues, one ``event-router worker`` process delivers (past one core)."""
+    segment.reset()
+    posthog.reset()
+    rate = _rate(RouterWithWorkers(destinations(2, segment.url, posthog.url)), events)
+    return rate, {"segment": _check(segment, events, 1), "posthog": _check(posthog, events, 1)}
+
+
+_CONTENDERS = ("router", "sdk", "sdk_batch500", "router_worker")
 
 
 def run(events: int, repeat: int) -> dict[str, Any]:
@@ -91,6 +102,8 @@ def run(events: int, repeat: int) -> dict[str, Any]:
             for who in _CONTENDERS if n % 2 == 0 else tuple(reversed(_CONTENDERS)):
                 if who == "router":
                     rate, got = _router_rate(segment, posthog, events)
+                elif who == "router_worker":
+                    rate, got = _router_worker_rate(segment, posthog, events)
                 else:
                     batch = SDK_BATCH if who == "sdk_batch500" else None
                     rate, got = _sdk_rate(segment, posthog, events, batch)
@@ -99,10 +112,11 @@ def run(events: int, repeat: int) -> dict[str, Any]:
             print(
                 f"  run {n + 1}/{repeat}: event-router {rates['router'][-1]:9,.0f} events/s   "
                 f"SDKs {rates['sdk'][-1]:9,.0f} events/s   "
-                f"SDKs, batches of {SDK_BATCH} {rates['sdk_batch500'][-1]:9,.0f} events/s",
+                f"SDKs, batches of {SDK_BATCH} {rates['sdk_batch500'][-1]:9,.0f} events/s   "
+                f"event-router + 1 worker process {rates['router_worker'][-1]:9,.0f} events/s",
                 flush=True,
             )
-    router_rate, sdk_rate, sdk500_rate = (median(rates[who]) for who in _CONTENDERS)
+    router_rate, sdk_rate, sdk500_rate, worker_rate = (median(rates[w]) for w in _CONTENDERS)
     return {
         "events": events,
         "router_eps": router_rate,
@@ -110,6 +124,9 @@ def run(events: int, repeat: int) -> dict[str, Any]:
         "ratio": router_rate / sdk_rate,
         "sdk_batch500_eps": sdk500_rate,
         "ratio_batch500": router_rate / sdk500_rate,
+        "router_worker_eps": worker_rate,
+        "ratio_worker": worker_rate / sdk_rate,
+        "ratio_worker_batch500": worker_rate / sdk500_rate,
         "runs": rates,
         "received": received,
     }

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from bench import workload
-from bench.contenders import BenchError
+from bench.contenders import BenchError, Contender
 from bench.servers import EmulatorProcess
 from bench.workload import destinations
 from router_core import Router
 
-__all__ = ["run"]
+__all__ = ["RouterWithWorkers", "run", "start_workers", "stop_workers"]
 
 # The console script's entry point, run by this interpreter (the venv's, whatever PATH holds).
 _WORKER = [sys.executable, "-c", "from router_core.cli import main; main()", "worker"]
@@ -44,6 +44,75 @@ def _config(directory: Path, tables: dict[str, dict[str, Any]]) -> Path:
     path = directory / "router.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def start_workers(config: Path, count: int, logs: Path) -> list[subprocess.Popen[bytes]]:
+    """``count`` ``event-router worker`` processes on ``config``, once each has started
+    delivering (its ``worker_started`` line is in its log file under ``logs``)."""
+    env = {**os.environ, "EVENT_ROUTER_LOG_LEVEL": "info"}
+    files = [logs / f"worker-{n}.log" for n in range(count)]
+    procs = []
+    for file in files:
+        with file.open("wb") as err:
+            procs.append(subprocess.Popen([*_WORKER, "-c", str(config)], env=env, stderr=err))
+    deadline = time.monotonic() + _WAIT_S
+    while not all(b"worker_started" in f.read_bytes() for f in files):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            stop_workers(procs)
+            raise BenchError(f"{count} worker(s) did not start: see {logs}")
+        time.sleep(_POLL_S)
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM each (they finish or hand back their batches), then wait for them."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(_STOP_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class RouterWithWorkers(Contender):
+    """event-router as an app runs it past one core: the app's process only enqueues
+    (``[queue] deliver = false``) and ``event-router worker`` processes deliver from the
+    same SQLite outbox. The workers are started, and ready, before the clock starts."""
+
+    label = "event-router + worker process"
+
+    def __init__(self, tables: dict[str, dict[str, Any]], workers: int = 1) -> None:
+        self._dir = tempfile.TemporaryDirectory(prefix="event-router-bench-")
+        directory = Path(self._dir.name)
+        config = _config(directory, tables)
+        queue = {"path": str(directory / "outbox.db"), "deliver": False}
+        self.router = Router(tables, queue=queue)
+        self._names = list(tables)
+        self._procs = start_workers(config, workers, directory)
+
+    def prepare(self, i: int) -> Any:
+        return workload.event(i)
+
+    def send(self, item: Any) -> bool:
+        self.router.send(item)
+        return True
+
+    def flush(self) -> None:
+        outbox = self.router.outbox
+        assert outbox is not None
+        deadline = time.monotonic() + _WAIT_S
+        while outbox.any_pending(self._names):
+            if time.monotonic() > deadline:
+                raise BenchError(f"the workers left events behind: {outbox.pending(self._names)}")
+            time.sleep(_POLL_S)
+
+    def close(self) -> None:
+        stop_workers(self._procs)
+        self.router.close(timeout=0)
+        self._dir.cleanup()
 
 
 def _enqueue(directory: Path, tables: dict[str, dict[str, Any]], events: int) -> None:
@@ -84,14 +153,7 @@ def _point(
                 time.sleep(_POLL_S)
             seconds = time.perf_counter() - began
         finally:
-            for proc in procs:
-                proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(_STOP_S)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_workers(procs)
     first = seconds if first is None else first
     unique = {e.vendor: e.unique() for e in emulators}
     if any(n != events for n in unique.values()):
