@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import os
 import uuid
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
@@ -49,6 +50,34 @@ def test_parse_accepts_camel_case_and_snake_case_keys() -> None:
     assert isinstance(camel, GroupEvent)
     assert camel.group_id == snake.group_id == "g1"
     assert camel.message_id == "m-1"
+
+
+def test_generated_message_ids_are_distinct_random_uuid4s() -> None:
+    ids = [Event.track("E", user_id="u1").message_id for _ in range(3_000)]  # several batches
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert str(parsed) == text  # canonical: lowercase, dashed
+        assert parsed.version == 4
+        assert parsed.variant == uuid.RFC_4122
+
+
+def test_a_forked_child_never_hands_out_the_parents_message_ids() -> None:
+    Event.track("E", user_id="u1")  # ids are made ahead, a batch at a time
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.write(write, Event.track("E", user_id="c").message_id.encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    os.waitpid(pid, 0)
+    child = os.read(read, 100).decode()
+    os.close(read)
+    parents = {Event.track("E", user_id="p").message_id for _ in range(300)}
+    assert uuid.UUID(child).version == 4
+    assert child not in parents
 
 
 def test_message_id_is_generated_once_and_kept() -> None:

@@ -16,6 +16,7 @@ import os
 import threading
 import time
 import weakref
+from collections import Counter
 from collections.abc import Sequence
 
 from router_core.errors import (
@@ -28,7 +29,12 @@ from router_core.events import Event
 from router_core.logs import get_logger
 from router_core.outbox.backends import get_backend
 from router_core.outbox.rebuilt import RebuiltEvents
-from router_core.outbox.store import Outbox, TransactionalOutbox
+from router_core.outbox.store import (
+    AcceptedEvent,
+    DeferredOutbox,
+    Outbox,
+    TransactionalOutbox,
+)
 from router_core.outbox.worker import DestinationWorker
 from router_core.results import FlushResult
 from router_core.runtime import LoopThread
@@ -84,6 +90,11 @@ class QueuedDelivery:
         self._flushing = 0
         self._closed = False
         self._rebuilt = RebuiltEvents(_REBUILT_EVENTS)
+        # A spool tells us when events reach the outbox: the workers hear of them then (when
+        # they can claim them), and send() has nothing to do for them.
+        self._deferred = isinstance(self.outbox, DeferredOutbox)
+        if isinstance(self.outbox, DeferredOutbox):
+            self.outbox.notify_stored(self._stored)
         _live.add(self)
 
     @property
@@ -205,10 +216,21 @@ class QueuedDelivery:
             if settings.when_full == "refuse" or remaining <= 0:
                 raise _full_error(full, settings, self.outbox.location)
             self._wait_progress(min(_WAIT_POLL_S, remaining))
+        if self._deferred:
+            return
         for name in destinations:
             worker = self._workers.get(name)
             if worker is not None:
                 worker.hint()
+
+    def _stored(self, events: Sequence[AcceptedEvent]) -> None:
+        """Events the spool moved into the outbox: hint each destination's worker once."""
+        counts = Counter(name for event in events for name in event.destinations)
+        workers = self._workers
+        for name, count in counts.items():
+            worker = workers.get(name)
+            if worker is not None:
+                worker.hint(count)
 
     def enqueue_in_transaction(
         self, event: Event, destinations: Sequence[str], connection: object

@@ -43,7 +43,8 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from router_core.errors import OutboxDiskFullError, OutboxUnavailableError, RouterError
@@ -68,7 +69,7 @@ MOVE_INTERVAL_S = 0.005
 
 _RETRY_PAUSE_S = 0.2  # after a failed move, before the mover tries again
 _RECOVER_EVERY_S = 1.0  # how often a running process looks for dead processes' spool files
-_MAX_SPOOLED = 50_000  # events in memory before send() moves them itself (backpressure)
+_MAX_SPOOLED = 5_000  # events in memory before send() moves them itself (backpressure)
 _RECOVER_CHUNK = 5_000  # events per transaction when moving a dead process's file
 _SUFFIX = ".spool"
 
@@ -161,6 +162,7 @@ class SpooledOutbox:
         self._totals = (0, 0)  # the outbox's stored totals as last read
         self._failing = False  # the last move failed: send() takes inner.enqueue()
         self._routes: dict[tuple[str, ...], str] = {}
+        self._on_stored: list[Callable[[Sequence[AcceptedEvent]], None]] = []
         self._wake = threading.Event()
         self._mover: threading.Thread | None = None
         self._next_recovery = 0.0
@@ -220,22 +222,40 @@ class SpooledOutbox:
                     or stored_bytes + moving_bytes + self._bytes + size <= max_bytes
                 )
                 if fits and len(self._records) < _MAX_SPOOLED and not self._closed:
-                    if not self._segments:
-                        self._segments.append(self._new_segment())
-                    self._segments[-1].append(line)
-                    self._records.append(AcceptedEvent(message_id, payload, key, now))
-                    self._bytes += size
-                    first = len(self._records) == 1
-                    if first:
-                        self._wake_mover()
-                    return None
-        # Near a limit, a storage problem, or a move that failed: what is spooled goes into the
+                    try:
+                        if not self._segments:
+                            self._segments.append(self._new_segment())
+                        self._segments[-1].append(line)
+                    except OutboxUnavailableError as exc:  # the spool's disk: the outbox decides
+                        log.debug("outbox_spool_write_failed", error=str(exc))
+                    else:
+                        self._records.append(AcceptedEvent(message_id, payload, key, now))
+                        self._bytes += size
+                        if len(self._records) == 1:
+                            self._wake_mover()
+                        return None
+        # Near a limit, a storage problem, a spool file that cannot be written, a move that
+        # failed, or more spooled than the mover keeps up with: what is spooled goes into the
         # outbox if it can, and the outbox's own enqueue() decides about this event (and words
         # any refusal) exactly as without a spool. Spooled events that cannot move stay spooled.
         self._try_move()
-        return self.inner.enqueue(
+        full = self.inner.enqueue(
             message_id, payload, destinations, now=now, max_events=max_events, max_bytes=max_bytes
         )
+        if full is None:
+            self._stored((AcceptedEvent(message_id, payload, tuple(destinations), now),))
+        return full
+
+    def notify_stored(self, callback: Callable[[Sequence[AcceptedEvent]], None]) -> None:
+        """Call ``callback`` with the events of each move once they are in the outbox."""
+        self._on_stored.append(callback)
+
+    def _stored(self, events: Sequence[AcceptedEvent]) -> None:
+        for callback in self._on_stored:
+            try:
+                callback(events)
+            except Exception as exc:  # a hint lost costs a worker one flush_interval, no more
+                log.error("outbox_spool_notify_failed", error=f"{type(exc).__name__}: {exc}")
 
     def _routes_of(self, key: tuple[str, ...]) -> str:
         routes = json.dumps(list(dict.fromkeys(key)))
@@ -288,31 +308,37 @@ class SpooledOutbox:
         succeeds.
         """
         with self._move_lock:
-            with self._lock:
-                records, self._records = self._records, []
-                segments, self._segments = self._segments, []
-                self._moving = (len(records), self._bytes)
-                self._bytes = 0
-            if not records:
-                self._close_segments(segments)  # at most an empty file opened for nothing
-                self._moving = (0, 0)
-                return 0
-            try:
-                self.inner.enqueue_many(records)
-            except BaseException:
-                with self._lock:  # back in front of what came meanwhile, files and all
-                    self._records[:0] = records
-                    self._segments[:0] = segments
-                    self._bytes += self._moving[1]
-                    self._moving = (0, 0)
-                    self._failing = True
-                raise
-            self._failing = False
-            self._close_segments(segments)
-            with contextlib.suppress(RouterError):
-                self._totals = self.inner.stored_totals()
+            moved = self._move()
+        self._stored(moved)
+        return len(moved)
+
+    def _move(self) -> list[AcceptedEvent]:
+        """``move()``'s work, under ``self._move_lock``; returns the events moved."""
+        with self._lock:
+            records, self._records = self._records, []
+            segments, self._segments = self._segments, []
+            self._moving = (len(records), self._bytes)
+            self._bytes = 0
+        if not records:
+            self._close_segments(segments)  # at most an empty file opened for nothing
             self._moving = (0, 0)
-            return len(records)
+            return records
+        try:
+            self.inner.enqueue_many(records)
+        except BaseException:
+            with self._lock:  # back in front of what came meanwhile, files and all
+                self._records[:0] = records
+                self._segments[:0] = segments
+                self._bytes += self._moving[1]
+                self._moving = (0, 0)
+                self._failing = True
+            raise
+        self._failing = False
+        self._close_segments(segments)
+        with contextlib.suppress(RouterError):
+            self._totals = self.inner.stored_totals()
+        self._moving = (0, 0)
+        return records
 
     @staticmethod
     def _close_segments(segments: Sequence[_Segment]) -> None:
@@ -320,11 +346,25 @@ class SpooledOutbox:
             segment.delete()
 
     def _try_move(self) -> None:
-        """Move before a read (or wait for the mover's move); a failure leaves the events
-        counted as spooled."""
+        """Move before a call (or wait for the mover's move); a failure is left for later."""
         if self._records or self._moving[0]:
             with contextlib.suppress(RouterError):
                 self.move()
+
+    @contextmanager
+    def _settled(self) -> Iterator[list[AcceptedEvent]]:
+        """For a read: move what can be moved, then hold moves back while the read looks at
+        the outbox; yields the events still spooled (a move failed), which it counts too."""
+        moved: list[AcceptedEvent] = []
+        with self._move_lock:
+            if self._records:
+                with contextlib.suppress(RouterError):
+                    moved = self._move()
+            with self._lock:
+                left = list(self._records)
+            yield left
+        if moved:
+            self._stored(moved)
 
     # -- recovery -------------------------------------------------------------------------------
 
@@ -360,6 +400,7 @@ class SpooledOutbox:
             events, damaged = _parse(data)
             for start in range(0, len(events), _RECOVER_CHUNK):
                 self.inner.enqueue_many(events[start : start + _RECOVER_CHUNK])
+                self._stored(events[start : start + _RECOVER_CHUNK])
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
         finally:
@@ -440,45 +481,31 @@ class SpooledOutbox:
     def release(self, destination: str, token: str) -> None:
         self.inner.release(destination, token)
 
-    def _spooled_per_destination(self, destinations: Sequence[str]) -> dict[str, int]:
-        """Events still spooled (a move failed), per destination among ``destinations``."""
-        counts = dict.fromkeys(destinations, 0)
-        with self._lock:
-            records = list(self._records)
-        for record in records:
-            for name in record.destinations:
-                if name in counts:
-                    counts[name] += 1
-        return counts
-
     def pending(self, destinations: Sequence[str], up_to: int | None = None) -> dict[str, int]:
-        self._try_move()
-        counts = self.inner.pending(destinations, up_to)
-        if self._records:
-            for name, spooled in self._spooled_per_destination(destinations).items():
-                counts[name] = counts.get(name, 0) + spooled
+        with self._settled() as left:
+            counts = self.inner.pending(destinations, up_to)
+        for name, spooled in _per_destination(left, destinations).items():
+            counts[name] = counts.get(name, 0) + spooled
         return counts
 
     def any_pending(self, destinations: Sequence[str], up_to: int | None = None) -> bool:
-        self._try_move()
-        if self._records and any(self._spooled_per_destination(destinations).values()):
-            return True
-        return self.inner.any_pending(destinations, up_to)
+        with self._settled() as left:
+            if any(_per_destination(left, destinations).values()):
+                return True
+            return self.inner.any_pending(destinations, up_to)
 
     def dead_counts(self, destinations: Sequence[str]) -> dict[str, int]:
         return self.inner.dead_counts(destinations)
 
     def high_water(self) -> int:
-        self._try_move()
-        return self.inner.high_water()
+        with self._settled():
+            return self.inner.high_water()
 
     def stats(self, now: float) -> OutboxStats:
-        self._try_move()
-        stats = self.inner.stats(now)
-        if not self._records:
+        with self._settled() as records:
+            stats = self.inner.stats(now)
+        if not records:
             return stats
-        with self._lock:
-            records = list(self._records)
         counts = {name: dict(states) for name, states in stats.counts.items()}
         for record in records:
             for name in record.destinations:
@@ -500,15 +527,15 @@ class SpooledOutbox:
         return self.inner.replay(destination, now)
 
     def purge(self, *, dead_only: bool, destination: str | None) -> int:
-        self._try_move()
-        return self.inner.purge(dead_only=dead_only, destination=destination)
+        with self._settled():
+            return self.inner.purge(dead_only=dead_only, destination=destination)
 
     def heartbeat(self, worker: WorkerInfo) -> None:
         self.inner.heartbeat(worker)
 
     def export(self, after: int, limit: int) -> list[StoredEvent]:
-        self._try_move()
-        return self.inner.export(after, limit)
+        with self._settled():
+            return self.inner.export(after, limit)
 
     # -- housekeeping ---------------------------------------------------------------------------
 
@@ -597,3 +624,13 @@ def _lines(data: bytes) -> Iterator[bytes]:
     """Complete lines only: a last line without its newline was never accepted."""
     lines = data.split(b"\n")
     yield from (line for line in lines[:-1] if line)
+
+
+def _per_destination(events: Sequence[AcceptedEvent], names: Sequence[str]) -> dict[str, int]:
+    """How many of ``events`` go to each of ``names``."""
+    counts = dict.fromkeys(names, 0)
+    for event in events:
+        for name in event.destinations:
+            if name in counts:
+                counts[name] += 1
+    return counts

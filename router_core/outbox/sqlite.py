@@ -422,9 +422,12 @@ class SQLiteOutbox:
         return self._conn if self._conn is not None else self._connection()
 
     def _look(self) -> None:
-        """Look at the path and the disk (under ``self._lock``); ``_use()`` acts on it."""
+        """Look at the path and the disk (under ``self._lock``); ``_use()`` acts on it.
+
+        The next look is scheduled when this one is done: ``healthy()`` reads the flags
+        without the lock, and must not take a look still under way for one that found
+        nothing."""
         now = time.monotonic()
-        self._next_look = now + _CHECK_S
         if self._identity is not None:
             self._look_at_path()
         free = room(self._path)
@@ -445,8 +448,8 @@ class SQLiteOutbox:
             self._low_space = None
             log.info("outbox_disk_space_back", outbox=self.location)
         self._tight = free is not None and free[0] < 4 * free[1]
-        if self._tight:
-            self._next_look = now  # nearly full: look before every use
+        # Nearly full: look before every use.
+        self._next_look = now if self._tight else now + _CHECK_S
 
     def _look_at_path(self) -> None:
         try:
@@ -663,9 +666,12 @@ class SQLiteOutbox:
         """False while the path is lost, the disk is full or getting there, or SQLite said it
         is full: then every event is written as without a spool, and refused as exactly.
 
-        Never waits: when a worker holds the connection, the look at the path and the disk
-        is left to the next call (they come every few microseconds while events arrive)."""
-        if time.monotonic() >= self._next_look and self._lock.acquire(blocking=False):
+        Never waits: when a look at the path and the disk is due and a worker holds the
+        connection, it answers False, and ``enqueue()`` (which waits for the connection)
+        takes the look itself; that happens at most once per look interval."""
+        if time.monotonic() >= self._next_look:
+            if not self._lock.acquire(blocking=False):
+                return False
             try:
                 self._look()
             finally:

@@ -14,7 +14,7 @@ engine is registered (docs/delivery.md, "Writing an outbox engine").
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -26,6 +26,7 @@ __all__ = [
     "AcceptedEvent",
     "BulkOutbox",
     "ClaimedRow",
+    "DeferredOutbox",
     "ForkLocks",
     "Outbox",
     "OutboxStats",
@@ -414,6 +415,18 @@ class BulkOutbox(Outbox, Protocol):
     def healthy(self) -> bool:
         """False when ``enqueue()`` would now refuse for the storage itself (file lost, disk
         full or nearly so). Cheap, and never raises: the spool then takes ``enqueue()``."""
+        ...
+
+
+@runtime_checkable
+class DeferredOutbox(Protocol):
+    """An outbox whose ``enqueue()`` accepts an event before it is in the outbox proper (a
+    spool moves it there moments later), and says when events get there: the queue then
+    tells its workers about events once they can be claimed, not on ``send()``'s path."""
+
+    def notify_stored(self, callback: Callable[[Sequence[AcceptedEvent]], None]) -> None:
+        """Call ``callback`` with each group of events once they are in the outbox, from
+        whichever thread moved them (it must be quick, and what it raises is logged)."""
         ...
 
 

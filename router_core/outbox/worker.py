@@ -134,20 +134,20 @@ class DestinationWorker:
 
     # -- called from any thread ---------------------------------------------------------------
 
-    def hint(self) -> None:
-        """An event for this destination was just stored (thread-safe, cheap).
+    def hint(self, count: int = 1) -> None:
+        """``count`` events for this destination were just stored (thread-safe, cheap).
 
         Only two hints wake the worker: the first after a claim (it starts the
         ``flush_interval`` clock) and the one that makes a full batch. Waking the loop for
-        every event would cost the caller a write to the loop's self-pipe, and the loop
-        thread a trip through the GIL, per event.
+        every event would cost a write to the loop's self-pipe, and the loop thread a trip
+        through the GIL, per event.
         """
         with self._hint_lock:
-            self._hint += 1
-            count = self._hint
-            if count == 1:
+            before = self._hint
+            self._hint = after = before + count
+            if before == 0:
                 self._hint_since = self.clock.monotonic()
-        if count in (1, self._batch_size):
+        if before == 0 or before < self._batch_size <= after:
             self.wake()
 
     def wake(self) -> None:
