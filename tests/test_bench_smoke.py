@@ -61,8 +61,14 @@ def test_bench_quick_run_reports_every_figure_and_loses_nothing(tmp_path: Path) 
     throughput = results["throughput"]
     assert throughput["events"] == EVENTS
     every = {"segment": EVENTS, "posthog": EVENTS}
-    assert throughput["received"] == {"router": [every], "sdk": [every], "sdk_batch500": [every]}
+    assert throughput["received"] == {
+        "router": [every],
+        "sdk": [every],
+        "sdk_batch500": [every],
+        "router_worker": [every],  # the app enqueues, an `event-router worker` delivers
+    }
     assert throughput["ratio_batch500"] > 0
+    assert throughput["ratio_worker"] > 0
 
     assert set(results["fanout"]["by_destinations"]) == {"1", "2", "4", "8"}
 
