@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -175,6 +176,17 @@ def summary(results: dict[str, Any]) -> list[str]:
                 f"  {label:<16} event-router {ours:8,.0f} /s    SDKs "
                 f"{eps:8,.0f} /s    ratio {ratio:.1f}x "
                 f"(target ≥ {THROUGHPUT_RATIO_MIN:g}x: {_verdict(ratio >= THROUGHPUT_RATIO_MIN)})"
+            )
+        cpu = t.get("cpu_us_per_event")
+        if cpu:  # why the ratio stops where it does: CPU per event, router and emulators
+            cores = os.cpu_count() or 1
+            needed = THROUGHPUT_RATIO_MIN * t["sdk_eps"]
+            ours = cpu["router"]["client_us"] + cpu["router"]["emulators_us"]
+            lines.append(
+                f"  CPU per event    event-router {cpu['router']['client_us']:.1f} µs + "
+                f"emulators {cpu['router']['emulators_us']:.1f} µs; "
+                f"{THROUGHPUT_RATIO_MIN:g}x the SDKs ({needed:,.0f} /s) would need "
+                f"{needed * ours / 1e6:.1f} of the machine's {cores} CPUs"
             )
         if "router_worker_eps" in t:  # the deployment shape past one core, for comparison
             lines.append(

@@ -48,6 +48,10 @@ class Contender(ABC):
     def close(self) -> None:
         """Release everything (threads, connections, files)."""
 
+    def helper_pids(self) -> list[int]:
+        """Processes of its own that do part of the work (their CPU time is counted too)."""
+        return []
+
 
 class RouterQueued(Contender):
     """event-router in queued mode with the durable SQLite outbox (``synchronous=normal``)."""

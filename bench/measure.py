@@ -83,6 +83,17 @@ def rss_mb() -> float:
     return kb / 1024 if kb is not None else float("nan")
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) used so far by process ``pid``, every thread of it; this
+    process when ``pid`` is None."""
+    if pid is None:
+        return time.process_time()
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        # The command name (field 2) may hold spaces: count fields after its closing ")".
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:

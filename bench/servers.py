@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Literal
 
+from bench.measure import cpu_seconds
 from router_core.sandbox import Emulator, PostHogEmulator, SegmentEmulator
 from router_core.sandbox.service import Service
 
@@ -93,6 +94,11 @@ class EmulatorProcess(Service):
     def set_latency(self, seconds: float) -> None:
         """Every ingestion request waits ``seconds`` before it is answered."""
         self._ask(f"latency {seconds!r}")
+
+    def cpu_seconds(self) -> float:
+        """CPU time the emulator's process has used so far."""
+        assert self._proc is not None
+        return cpu_seconds(self._proc.pid)
 
     def reset(self) -> None:
         """Forget the events received and clear the faults."""

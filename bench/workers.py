@@ -109,6 +109,9 @@ class RouterWithWorkers(Contender):
                 raise BenchError(f"the workers left events behind: {outbox.pending(self._names)}")
             time.sleep(_POLL_S)
 
+    def helper_pids(self) -> list[int]:
+        return [proc.pid for proc in self._procs]
+
     def close(self) -> None:
         stop_workers(self._procs)
         self.router.close(timeout=0)
