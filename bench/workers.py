@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import workload
-from bench.contenders import BenchError, Contender
+from bench.contenders import BenchError, RouterQueued
 from bench.servers import EmulatorProcess
 from bench.workload import destinations
 from router_core import Router
@@ -77,7 +77,7 @@ def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
             proc.wait()
 
 
-class RouterWithWorkers(Contender):
+class RouterWithWorkers(RouterQueued):
     """event-router as an app runs it past one core: the app's process only enqueues
     (``[queue] deliver = false``) and ``event-router worker`` processes deliver from the
     same SQLite outbox. The workers are started, and ready, before the clock starts."""
@@ -85,20 +85,10 @@ class RouterWithWorkers(Contender):
     label = "event-router + worker process"
 
     def __init__(self, tables: dict[str, dict[str, Any]], workers: int = 1) -> None:
-        self._dir = tempfile.TemporaryDirectory(prefix="event-router-bench-")
+        super().__init__(tables, deliver=False)
         directory = Path(self._dir.name)
-        config = _config(directory, tables)
-        queue = {"path": str(directory / "outbox.db"), "deliver": False}
-        self.router = Router(tables, queue=queue)
         self._names = list(tables)
-        self._procs = start_workers(config, workers, directory)
-
-    def prepare(self, i: int) -> Any:
-        return workload.event(i)
-
-    def send(self, item: Any) -> bool:
-        self.router.send(item)
-        return True
+        self._procs = start_workers(_config(directory, tables), workers, directory)
 
     def flush(self) -> None:
         outbox = self.router.outbox
@@ -114,8 +104,7 @@ class RouterWithWorkers(Contender):
 
     def close(self) -> None:
         stop_workers(self._procs)
-        self.router.close(timeout=0)
-        self._dir.cleanup()
+        super().close()
 
 
 def _enqueue(directory: Path, tables: dict[str, dict[str, Any]], events: int) -> None:

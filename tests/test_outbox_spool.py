@@ -22,7 +22,7 @@ from router_core.outbox import spool as spool_module
 from router_core.outbox.spool import SpooledOutbox, spool_directory
 from router_core.outbox.sqlite import SQLiteOutbox
 from router_core.sandbox import SegmentEmulator
-from tests.test_queue_process import WAIT, WRITE_KEY, child_env, destinations, read_line
+from tests.test_queue_process import WAIT, WRITE_KEY, child_env, destinations, read_line, reap
 
 
 @pytest.fixture
@@ -162,11 +162,7 @@ def test_a_killed_process_leaves_its_spool_to_the_next_router(
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=WAIT) == -signal.SIGKILL
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        reap(proc)
     with structlog.testing.capture_logs() as logs:
         router = Router(destinations(segment.url), queue={"path": str(path)})
     with router:

@@ -50,6 +50,7 @@ from pathlib import Path
 from router_core.errors import OutboxDiskFullError, OutboxUnavailableError, RouterError
 from router_core.limits import BatchLimits
 from router_core.logs import get_logger
+from router_core.outbox.forwarding import ForwardingOutbox
 from router_core.outbox.store import (
     AcceptedEvent,
     BulkOutbox,
@@ -57,7 +58,6 @@ from router_core.outbox.store import (
     ForkLocks,
     OutboxStats,
     StoredEvent,
-    WorkerInfo,
 )
 
 __all__ = ["MOVE_INTERVAL_S", "SpooledOutbox", "spool_directory"]
@@ -70,6 +70,7 @@ MOVE_INTERVAL_S = 0.005
 _RETRY_PAUSE_S = 0.2  # after a failed move, before the mover tries again
 _RECOVER_EVERY_S = 1.0  # how often a running process looks for dead processes' spool files
 _MAX_SPOOLED = 5_000  # events in memory before send() moves them itself (backpressure)
+_JOIN_S = 2.0  # close(): how long to wait for the mover to see it is closed
 _RECOVER_CHUNK = 5_000  # events per transaction when moving a dead process's file
 _SUFFIX = ".spool"
 
@@ -133,14 +134,14 @@ def _spool_error(path: Path, exc: OSError) -> OutboxUnavailableError:
     )
 
 
-class SpooledOutbox:
+class SpooledOutbox(ForwardingOutbox[BulkOutbox]):
     """An ``Outbox`` that accepts events into a per-process spool file and moves them into
-    ``inner`` in bulk. Every other call goes to ``inner`` once the spool is moved."""
+    ``inner`` in bulk. Reads go to ``inner`` once the spool is moved; the rest as they are."""
 
     def __init__(
         self, inner: BulkOutbox, directory: Path, *, move_interval: float | None = None
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._dir = directory
         self._interval = MOVE_INTERVAL_S if move_interval is None else move_interval
         try:
@@ -171,27 +172,10 @@ class SpooledOutbox:
         self.recover()
         self._totals = inner.stored_totals()
 
-    # -- what it is -----------------------------------------------------------------------------
-
-    @property
-    def location(self) -> str:
-        return self.inner.location
-
-    @property
-    def durable(self) -> bool:
-        return self.inner.durable
-
-    @property
-    def housekeeping_interval(self) -> float | None:
-        return self.inner.housekeeping_interval
-
     @property
     def spooled(self) -> int:
         """Events accepted by this process and not yet in the outbox."""
         return len(self._records) + self._moving[0]
-
-    def __repr__(self) -> str:
-        return f"SpooledOutbox({self.inner!r})"
 
     # -- accepting ------------------------------------------------------------------------------
 
@@ -289,6 +273,8 @@ class SpooledOutbox:
                 return
             time.sleep(self._interval)  # let a batch gather
             self._wake.clear()
+            if self._closed:  # close() moved what was left
+                return
             try:
                 self.move()
             except RouterError as exc:
@@ -442,45 +428,6 @@ class SpooledOutbox:
             max_in_flight=max_in_flight,
         )
 
-    def extend(self, destination: str, token: str, lease_until: float) -> None:
-        self.inner.extend(destination, token, lease_until)
-
-    def ack(self, destination: str, token: str, event_ids: Sequence[int]) -> None:
-        self.inner.ack(destination, token, event_ids)
-
-    def retry(
-        self,
-        destination: str,
-        token: str,
-        event_ids: Sequence[int],
-        *,
-        next_attempt_at: float,
-        error: str,
-        status_code: int | None,
-        now: float,
-    ) -> None:
-        self.inner.retry(
-            destination, token, event_ids,
-            next_attempt_at=next_attempt_at, error=error, status_code=status_code, now=now,
-        )  # fmt: skip
-
-    def dead(
-        self,
-        destination: str,
-        token: str,
-        event_ids: Sequence[int],
-        *,
-        error: str,
-        status_code: int | None,
-        now: float,
-    ) -> None:
-        self.inner.dead(
-            destination, token, event_ids, error=error, status_code=status_code, now=now
-        )
-
-    def release(self, destination: str, token: str) -> None:
-        self.inner.release(destination, token)
-
     def pending(self, destinations: Sequence[str], up_to: int | None = None) -> dict[str, int]:
         with self._settled() as left:
             counts = self.inner.pending(destinations, up_to)
@@ -493,9 +440,6 @@ class SpooledOutbox:
             if any(_per_destination(left, destinations).values()):
                 return True
             return self.inner.any_pending(destinations, up_to)
-
-    def dead_counts(self, destinations: Sequence[str]) -> dict[str, int]:
-        return self.inner.dead_counts(destinations)
 
     def high_water(self) -> int:
         with self._settled():
@@ -523,15 +467,9 @@ class SpooledOutbox:
             workers=stats.workers,
         )
 
-    def replay(self, destination: str | None, now: float) -> int:
-        return self.inner.replay(destination, now)
-
     def purge(self, *, dead_only: bool, destination: str | None) -> int:
         with self._settled():
             return self.inner.purge(dead_only=dead_only, destination=destination)
-
-    def heartbeat(self, worker: WorkerInfo) -> None:
-        self.inner.heartbeat(worker)
 
     def export(self, after: int, limit: int) -> list[StoredEvent]:
         with self._settled():
@@ -544,9 +482,6 @@ class SpooledOutbox:
         if time.monotonic() >= self._next_recovery:
             self.recover()
         self.inner.checkpoint()
-
-    def trim(self) -> None:
-        self.inner.trim()
 
     # -- fork -------------------------------------------------------------------------------------
 
@@ -592,6 +527,9 @@ class SpooledOutbox:
                 )
             self._closed = True
             self._wake.set()
+            mover = self._mover
+            if mover is not None and mover is not threading.current_thread():
+                mover.join(_JOIN_S)
             with self._lock:
                 segments, self._segments = self._segments, []
             for segment in segments:  # kept on disk (for recovery) when they hold events

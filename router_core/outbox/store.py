@@ -179,7 +179,7 @@ class Outbox(Protocol):
     whose rows another worker took) changes nothing.
 
     **Extending.** New members are added here with a docstring saying who calls them; every
-    engine, and the forwarding wrapper in ``router_core.testing.outbox_contract``, follows.
+    engine, and ``router_core.outbox.forwarding.ForwardingOutbox`` (the base of wrappers), follows.
     """
 
     # -- what it is ---------------------------------------------------------------------------

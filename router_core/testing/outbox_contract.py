@@ -31,6 +31,7 @@ from typing import ClassVar
 import pytest
 
 from router_core.limits import BatchLimits
+from router_core.outbox.forwarding import ForwardingOutbox
 from router_core.outbox.store import ClaimedRow, Outbox, OutboxStats
 
 __all__ = ["LIMITS", "NOW", "ClockedOutbox", "OutboxContract"]
@@ -323,7 +324,7 @@ class OutboxContract:
         outbox.close()  # and once more after the test
 
 
-class ClockedOutbox(abc.ABC):
+class ClockedOutbox(ForwardingOutbox[Outbox], abc.ABC):
     """Wraps an engine that reads its own clock so the suite's made-up times move it.
 
     Subclasses implement ``move_stored_times_back(seconds)``: shift every time the engine has
@@ -334,7 +335,7 @@ class ClockedOutbox(abc.ABC):
     """
 
     def __init__(self, inner: Outbox) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self._clock: float | None = None
 
     @abc.abstractmethod
@@ -345,18 +346,6 @@ class ClockedOutbox(abc.ABC):
         if self._clock is not None and now != self._clock:
             self.move_stored_times_back(now - self._clock)
         self._clock = now
-
-    @property
-    def location(self) -> str:
-        return self.inner.location
-
-    @property
-    def durable(self) -> bool:
-        return self.inner.durable
-
-    @property
-    def housekeeping_interval(self) -> float | None:
-        return self.inner.housekeeping_interval
 
     def enqueue(
         self,
@@ -369,7 +358,7 @@ class ClockedOutbox(abc.ABC):
         max_bytes: int | None,
     ) -> tuple[str, int, int] | None:
         self._at(now)
-        return self.inner.enqueue(
+        return super().enqueue(
             message_id, payload, destinations, now=now, max_events=max_events, max_bytes=max_bytes
         )
 
@@ -384,9 +373,10 @@ class ClockedOutbox(abc.ABC):
         lease_until: float,
         schedule_horizon: float | None = None,
         lease_horizon: float | None = None,
+        max_in_flight: int | None = None,
     ) -> list[ClaimedRow]:
         self._at(now)
-        return self.inner.claim(
+        return super().claim(
             destination,
             limits=limits,
             batch_size=batch_size,
@@ -395,14 +385,12 @@ class ClockedOutbox(abc.ABC):
             lease_until=lease_until,
             schedule_horizon=schedule_horizon,
             lease_horizon=lease_horizon,
+            max_in_flight=max_in_flight,
         )
 
     def extend(self, destination: str, token: str, lease_until: float) -> None:
         clock = self._clock if self._clock is not None else lease_until
-        self.inner.extend(destination, token, time.time() + (lease_until - clock))
-
-    def ack(self, destination: str, token: str, event_ids: Sequence[int]) -> None:
-        self.inner.ack(destination, token, event_ids)
+        super().extend(destination, token, time.time() + (lease_until - clock))
 
     def retry(
         self,
@@ -416,7 +404,7 @@ class ClockedOutbox(abc.ABC):
         now: float,
     ) -> None:
         self._at(now)
-        self.inner.retry(
+        super().retry(
             destination, token, event_ids, next_attempt_at=next_attempt_at, error=error,
             status_code=status_code, now=now,
         )  # fmt: skip
@@ -432,50 +420,12 @@ class ClockedOutbox(abc.ABC):
         now: float,
     ) -> None:
         self._at(now)
-        self.inner.dead(
-            destination, token, event_ids, error=error, status_code=status_code, now=now
-        )
-
-    def release(self, destination: str, token: str) -> None:
-        self.inner.release(destination, token)
-
-    def pending(self, destinations: Sequence[str], up_to: int | None = None) -> dict[str, int]:
-        return self.inner.pending(destinations, up_to)
-
-    def any_pending(self, destinations: Sequence[str], up_to: int | None = None) -> bool:
-        return self.inner.any_pending(destinations, up_to)
-
-    def dead_counts(self, destinations: Sequence[str]) -> dict[str, int]:
-        return self.inner.dead_counts(destinations)
-
-    def high_water(self) -> int:
-        return self.inner.high_water()
+        super().dead(destination, token, event_ids, error=error, status_code=status_code, now=now)
 
     def stats(self, now: float) -> OutboxStats:
         self._at(now)
-        return self.inner.stats(now)
+        return super().stats(now)
 
     def replay(self, destination: str | None, now: float) -> int:
         self._at(now)
-        return self.inner.replay(destination, now)
-
-    def purge(self, *, dead_only: bool, destination: str | None) -> int:
-        return self.inner.purge(dead_only=dead_only, destination=destination)
-
-    def checkpoint(self) -> None:
-        self.inner.checkpoint()
-
-    def trim(self) -> None:
-        self.inner.trim()
-
-    def before_fork(self) -> None:
-        self.inner.before_fork()
-
-    def after_fork_in_parent(self) -> None:
-        self.inner.after_fork_in_parent()
-
-    def after_fork_in_child(self) -> None:
-        self.inner.after_fork_in_child()
-
-    def close(self) -> None:
-        self.inner.close()
+        return super().replay(destination, now)
