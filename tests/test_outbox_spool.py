@@ -22,13 +22,22 @@ from router_core.outbox import spool as spool_module
 from router_core.outbox.spool import SpooledOutbox, spool_directory
 from router_core.outbox.sqlite import SQLiteOutbox
 from router_core.sandbox import SegmentEmulator
-from tests.test_queue_process import WAIT, WRITE_KEY, child_env, destinations, read_line, reap
+from tests.test_queue_process import WAIT, WRITE_KEY, child_env, destinations, read_line
 
 
 @pytest.fixture
 def segment() -> Iterator[SegmentEmulator]:
     with SegmentEmulator() as em:
         yield em
+
+
+def reap(proc: subprocess.Popen[str]) -> None:
+    """Kill ``proc`` if it still runs, and close its pipe."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=10)
+    if proc.stdout is not None:
+        proc.stdout.close()
 
 
 def spooled(path: Path, move_interval: float | None = None) -> SpooledOutbox:

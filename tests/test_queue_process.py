@@ -44,15 +44,6 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def reap(proc: subprocess.Popen[str]) -> None:
-    """Kill ``proc`` if it still runs, and close its pipe."""
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait(timeout=10)
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 def read_line(proc: subprocess.Popen[str], timeout: float) -> str:
     """The child's next stdout line, or "" when it exits or ``timeout`` passes."""
     assert proc.stdout is not None
@@ -145,7 +136,11 @@ def _kill_and_restart(tmp_path: Path, segment: GatedSegment) -> None:
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=WAIT) == -signal.SIGKILL
     finally:
-        reap(proc)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
     accepted = json.loads(ids_file.read_text(encoding="utf-8"))
     assert len(accepted) == count
     before_restart = len(segment.message_ids())
