@@ -76,6 +76,7 @@ class QueuedDelivery:
         # --concurrency`); each task claims batches of its own.
         self._tasks = max(1, tasks_per_destination)
         self._delivery_stopped = False
+        self._delivery_only = False
         self._retired: list[DestinationWorker] = []
         self._max_bytes = settings.byte_limit
         self.outbox: Outbox = outbox if outbox is not None else open_outbox(settings)
@@ -135,6 +136,7 @@ class QueuedDelivery:
                     rebuilt=self._rebuilt,
                     is_flushing=lambda: self._flushing > 0,
                     on_progress=self._notify_progress,
+                    hinted=not self._delivery_only,
                 )
                 # The first task of a destination takes send()'s hints; the others poll.
                 key = destination.name if copy == 0 else f"{destination.name}#{copy}"
@@ -270,6 +272,7 @@ class QueuedDelivery:
         with ``tasks_per_destination`` batches at once per destination (what
         ``event-router worker`` runs: its router is built not to start, then this starts it)."""
         self.settings = self.settings.model_copy(update={"deliver": True})
+        self._delivery_only = True  # nothing is sent here: the workers are never hinted
         self._tasks = max(1, tasks_per_destination)
         self._started_pid = None
         self.start()

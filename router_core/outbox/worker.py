@@ -91,6 +91,7 @@ class DestinationWorker:
         clock: Clock | None = None,
         transforms: TransformPipeline | None = None,
         observers: Observers = NO_OBSERVERS,
+        hinted: bool = True,
     ) -> None:
         self.name = destination.name
         self.clock = clock if clock is not None else system_clock
@@ -112,7 +113,10 @@ class DestinationWorker:
         self._lease = max(settings.lease, attempt_limit(destination) + 1.0)
         # The furthest ahead a backoff (this config's) can schedule a row.
         self._longest_delay = max(settings.retry.backoff_max, settings.retry.retry_after_max)
-        self._poll = max(settings.flush_interval, 1.0)
+        # How often to look for rows nobody told us of (another process's, retries due). A
+        # worker that send() never hints (``event-router worker``) looks every flush_interval,
+        # so that a partial batch waits no longer there than in the sending process.
+        self._poll = max(settings.flush_interval, 1.0) if hinted else settings.flush_interval
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self._stopping = False
