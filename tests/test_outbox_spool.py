@@ -249,3 +249,19 @@ def test_spool_false_writes_straight_to_sqlite(tmp_path: Path) -> None:
         assert not spool_directory(tmp_path / "outbox.db").exists()
     finally:
         router.close(timeout=0)
+
+
+def test_a_file_left_half_made_by_a_dead_process_is_cleared_away(tmp_path: Path) -> None:
+    path = tmp_path / "outbox.db"
+    spool_directory(path).mkdir()
+    # A process killed between creating its next spool file and locking it leaves this.
+    abandoned = spool_directory(path) / "99999-dead-00000001.spool.new"
+    abandoned.write_bytes(b"")
+    outbox = spooled(path, move_interval=3600)
+    try:
+        assert not abandoned.exists()
+        put(outbox, 1)  # a live process's file being made is never taken for a dead one's
+        assert outbox.recover() == 0
+        assert outbox.pending(["a"]) == {"a": 1}
+    finally:
+        outbox.close()

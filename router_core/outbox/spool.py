@@ -14,7 +14,8 @@ the events waiting in the spool, and ``send()`` takes the outbox's own ``enqueue
 move goes through again, so every refusal reads exactly as without a spool.
 
 **Files.** Each process writes ``<outbox>.spool/<pid>-<tag>-<n>.spool``, a new one after each
-move, holding an exclusive ``flock`` on it until the file is deleted. A file whose lock can be
+move, holding an exclusive ``flock`` on it until the file is deleted (a file is made as
+``….spool.new``, locked, then renamed, so that it is never seen unlocked). A file whose lock can be
 taken belongs to a process that died (the kernel drops a dead process's locks, SIGKILL
 included): any router or worker opening the outbox, and every running one about once a
 second, moves such files into the outbox. One line per event: a CRC-32 of the rest, the
@@ -73,6 +74,7 @@ _MAX_SPOOLED = 5_000  # events in memory before send() moves them itself (backpr
 _JOIN_S = 2.0  # close(): how long to wait for the mover to see it is closed
 _RECOVER_CHUNK = 5_000  # events per transaction when moving a dead process's file
 _SUFFIX = ".spool"
+_MAKING = ".new"  # a spool file's name until it is locked
 
 
 def spool_directory(outbox_path: Path) -> Path:
@@ -86,12 +88,18 @@ class _Segment:
     __slots__ = ("fd", "path", "size")
 
     def __init__(self, path: Path) -> None:
+        # Made under another name, locked, then renamed: recovery, which takes any *.spool
+        # file whose lock is free, never finds one between its creation and its lock.
+        making = path.with_name(path.name + _MAKING)
         self.path = path
-        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        self.fd = os.open(making, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(making, path)
         except OSError:
             os.close(self.fd)
+            with contextlib.suppress(OSError):
+                os.unlink(making)
             raise
         self.size = 0
 
@@ -359,11 +367,14 @@ class SpooledOutbox(ForwardingOutbox[BulkOutbox]):
         self._next_recovery = time.monotonic() + _RECOVER_EVERY_S
         moved = 0
         try:
-            names = sorted(p for p in self._dir.iterdir() if p.name.endswith(_SUFFIX))
+            names = sorted(self._dir.iterdir())
         except OSError:
             return 0
         for path in names:
-            moved += self._recover_file(path)
+            if path.name.endswith(_SUFFIX):
+                moved += self._recover_file(path)
+            elif path.name.endswith(_SUFFIX + _MAKING):
+                _remove_abandoned(path)
         return moved
 
     def _recover_file(self, path: Path) -> int:
@@ -391,7 +402,7 @@ class SpooledOutbox(ForwardingOutbox[BulkOutbox]):
                 os.unlink(path)
         finally:
             os.close(fd)
-        log.warning(
+        (log.warning if events or damaged else log.debug)(
             "outbox_spool_recovered",
             file=str(path),
             events=len(events),
@@ -538,6 +549,22 @@ class SpooledOutbox(ForwardingOutbox[BulkOutbox]):
                 else:
                     segment.delete()
         self.inner.close()
+
+
+def _remove_abandoned(path: Path) -> None:
+    """A file a process was still making when it died (it holds no event): delete it, once
+    its lock shows nobody is making it now."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.unlink(path)
+    except OSError:
+        pass  # being made right now, or gone already
+    finally:
+        os.close(fd)
 
 
 def _parse(data: bytes) -> tuple[list[AcceptedEvent], int]:
