@@ -93,9 +93,10 @@ class QueuedDelivery:
         self._rebuilt = RebuiltEvents(_REBUILT_EVENTS)
         # A spool tells us when events reach the outbox: the workers hear of them then (when
         # they can claim them), and send() has nothing to do for them.
-        self._deferred = isinstance(self.outbox, DeferredOutbox)
+        self._deferred = False
         if isinstance(self.outbox, DeferredOutbox):
             self.outbox.notify_stored(self._stored)
+            self._deferred = True
         _live.add(self)
 
     @property
@@ -264,8 +265,8 @@ class QueuedDelivery:
         if full is not None:
             raise _full_error(full, self.settings.model_copy(update={"when_full": "refuse"}),
                               self.outbox.location)  # fmt: skip
-        # No hint: the rows are invisible to the workers until the
-        # app commits, which may be long after this returns; they poll for them.
+        # No hint: the rows are invisible to the workers until the app commits, which may be
+        # long after this returns; they poll for them.
 
     def deliver_here(self, tasks_per_destination: int = 1) -> None:
         """Start delivering in this process even if ``[queue] deliver = false`` said not to,
