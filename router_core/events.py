@@ -229,7 +229,8 @@ class Event(BaseModel):
         nothing unvalidated gets in; invalid JSON raises ``ValueError``.
         """
         data = orjson.loads(payload)
-        model = _MODELS.get(data.get("type")) if isinstance(data, dict) else None
+        kind = data.get("type") if isinstance(data, dict) else None
+        model = _MODELS.get(kind) if type(kind) is str else None
         stamp = data.get("timestamp") if model is not None else None
         if model is None or data.keys() != _FIELDS or not isinstance(stamp, str):
             return cls.parse(data)

@@ -48,3 +48,9 @@ def test_an_unreadable_row_raises_and_is_not_kept() -> None:
     with pytest.raises(ValueError, match=r"(?i)expected"):
         rebuilt.get(ClaimedRow(2, "m-2", "not json", 8, 0, 0.0))
     assert len(rebuilt) == 0
+
+
+@pytest.mark.parametrize("payload", ['{"type": [1]}', '{"type": {}}', "[1]", '"track"'])
+def test_stored_json_of_the_wrong_shape_is_refused_as_invalid(payload: str) -> None:
+    with pytest.raises(InvalidEventError):
+        RebuiltEvents(capacity=3).get(ClaimedRow(1, "m-1", payload, len(payload), 0, 0.0))

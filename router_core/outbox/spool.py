@@ -59,6 +59,7 @@ from router_core.outbox.store import (
     ForkLocks,
     OutboxStats,
     StoredEvent,
+    routes_json,
 )
 
 __all__ = ["MOVE_INTERVAL_S", "SpooledOutbox", "spool_directory"]
@@ -170,7 +171,6 @@ class SpooledOutbox(ForwardingOutbox[BulkOutbox]):
         self._moving = (0, 0)  # (events, bytes) taken by a move not committed yet
         self._totals = (0, 0)  # the outbox's stored totals as last read
         self._failing = False  # the last move failed: send() takes inner.enqueue()
-        self._routes: dict[tuple[str, ...], str] = {}
         self._on_stored: list[Callable[[Sequence[AcceptedEvent]], None]] = []
         self._wake = threading.Event()
         self._mover: threading.Thread | None = None
@@ -200,8 +200,7 @@ class SpooledOutbox(ForwardingOutbox[BulkOutbox]):
         size = len(payload) if payload.isascii() else len(payload.encode())
         if not self._failing and self.inner.healthy():
             key = tuple(destinations)
-            routes = self._routes.get(key) or self._routes_of(key)
-            body = f"{now!r}\t{routes}\t{payload}".encode()
+            body = f"{now!r}\t{routes_json(key)}\t{payload}".encode()
             line = b"%08x\t%s\n" % (zlib.crc32(body), body)
             with self._lock:
                 stored_events, stored_bytes = self._totals
@@ -248,12 +247,6 @@ class SpooledOutbox(ForwardingOutbox[BulkOutbox]):
                 callback(events)
             except Exception as exc:  # a hint lost costs a worker one flush_interval, no more
                 log.error("outbox_spool_notify_failed", error=f"{type(exc).__name__}: {exc}")
-
-    def _routes_of(self, key: tuple[str, ...]) -> str:
-        routes = json.dumps(list(dict.fromkeys(key)))
-        if len(self._routes) < 256:
-            self._routes[key] = routes
-        return routes
 
     def _new_segment(self) -> _Segment:
         self._seq += 1

@@ -83,6 +83,7 @@ from router_core.outbox.store import (
     StoredEvent,
     WorkerInfo,
     plan_batch,
+    routes_json,
 )
 
 __all__ = ["APPLICATION_ID", "SCHEMA_VERSION", "SQLiteOutbox"]
@@ -257,7 +258,6 @@ class SQLiteOutbox:
         # A connection of its own: a checkpoint runs beside writes, not under self._lock.
         self._checkpoint_lock = threading.Lock()
         self._checkpoint_conn: sqlite3.Connection | None = None
-        self._routes: dict[tuple[str, ...], str] = {}
         # Destinations known to have a cursor in this file (cursors are never deleted).
         self._cursored: set[str] = set()
         self._ready: set[tuple[str, ...]] = set()  # destination lists that all have one
@@ -549,15 +549,6 @@ class SQLiteOutbox:
         with self._snapshot() as conn:
             return conn.execute(sql, params).fetchall()
 
-    def _routes_of(self, destinations: Sequence[str]) -> str:
-        key = tuple(destinations)
-        routes = self._routes.get(key)
-        if routes is None:
-            routes = json.dumps(list(dict.fromkeys(key)))  # each destination once
-            if len(self._routes) < _MAX_CACHED_ROUTES:
-                self._routes[key] = routes
-        return routes
-
     def _uncursored(self, destinations: Iterable[str]) -> list[str]:
         """The destinations this process has not seen a cursor of (not under the lock: a
         destination is only ever added, once its cursor is committed)."""
@@ -578,7 +569,7 @@ class SQLiteOutbox:
     ) -> tuple[str, int, int] | None:
         size = len(payload) if payload.isascii() else len(payload.encode())  # UTF-8 bytes
         key = tuple(destinations)
-        params = (message_id, payload, size, now, self._routes_of(key), max_events, max_bytes)
+        params = (message_id, payload, size, now, routes_json(key), max_events, max_bytes)
         # Destination lists seen before in this process have their cursors: no lookups.
         new = [] if key in self._ready else self._uncursored(key)
         if not new:
@@ -632,7 +623,6 @@ class SQLiteOutbox:
             )  # fmt: skip
             first = event_id + 1
             rows = []
-            routes_of = self._routes_of
             for event in events:
                 payload = event.payload
                 size = len(payload) if payload.isascii() else len(payload.encode())
@@ -640,7 +630,7 @@ class SQLiteOutbox:
                 total += size
                 rows.append((
                     event_id, event.message_id, payload, size, event.accepted_at,
-                    routes_of(event.destinations), total,
+                    routes_json(tuple(event.destinations)), total,
                 ))  # fmt: skip
             conn.executemany(
                 "INSERT INTO events (id, message_id, payload, size, created_at, routes, total)"

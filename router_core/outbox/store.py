@@ -13,6 +13,8 @@ engine is registered (docs/delivery.md, "Writing an outbox engine").
 
 from __future__ import annotations
 
+import functools
+import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +36,7 @@ __all__ = [
     "WorkerInfo",
     "estimate_bytes",
     "plan_batch",
+    "routes_json",
 ]
 
 STATES = ("pending", "retrying", "in_flight", "dead")
@@ -50,6 +53,13 @@ def estimate_bytes(stored_size: int) -> int:
     batch that is still too big is split when the destination refuses it.
     """
     return stored_size + stored_size // 10 + 256
+
+
+@functools.lru_cache(maxsize=256)
+def routes_json(destinations: tuple[str, ...]) -> str:
+    """The destinations of an event as an outbox stores them: a JSON array, each name once,
+    in order. Cached: most events go to one of a few destination lists."""
+    return json.dumps(list(dict.fromkeys(destinations)))
 
 
 def plan_batch(sizes: Sequence[int], limits: BatchLimits, batch_size: int) -> int:
